@@ -1,0 +1,31 @@
+"""Numba options shared by every kernel, and the threading setup.
+
+Kernels are compiled with :data:`JIT_OPTIONS`; no decorator may spell its own
+``fastmath`` flags (``tests/test_config.py`` enforces it).
+"""
+
+import os
+
+import numba
+
+# LLVM fast-math flags that keep IEEE NaN and inf semantics: no ``nnan`` / ``ninf``,
+# and no ``afn`` (approximate exp/log would break agreement with the reference).
+FASTMATH = frozenset({"nsz", "arcp", "contract", "reassoc"})
+
+JIT_OPTIONS = {
+    "cache": True,
+    "fastmath": FASTMATH,
+    "error_model": "numpy",  # no ZeroDivisionError checks: lets LLVM vectorise divisions
+    "nogil": True,  # several Python threads may call kernels at once
+}
+
+
+def jit(parallel=False):
+    """Return the ``numba.njit`` decorator every fastcnn kernel uses."""
+    return numba.njit(parallel=parallel, **JIT_OPTIONS)
+
+
+# Numba's default workqueue layer aborts when two Python threads run parallel
+# kernels at once; prefer the thread-safe OpenMP (or TBB) layer where present.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
