@@ -22,7 +22,8 @@ JIT_OPTIONS = {
 
 def jit(parallel=False):
     """Return the ``numba.njit`` decorator every fastcnn kernel uses."""
-    return numba.njit(parallel=parallel, **JIT_OPTIONS)
+    # Numba wants a mutable set (a frozenset is rejected at compile time).
+    return numba.njit(parallel=parallel, **{**JIT_OPTIONS, "fastmath": set(FASTMATH)})
 
 
 # Numba's default workqueue layer aborts when two Python threads run parallel
