@@ -1,0 +1,1 @@
+"""Private Numba kernels, one module per op family; no argument checks here."""
