@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import tempfile
-import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -126,7 +126,7 @@ def load_mnist(
     if labels.size and labels.max() > 9:
         raise ValueError(f"load_mnist: {root / label_name} holds a label > 9")
     x = images.astype(np.float32)[:, None, :, :]
-    x *= np.float32(1 / 255)
+    x /= np.float32(255)  # exactly rounded, as torchvision's ToTensor
     return x, labels.astype(np.int64)
 
 
@@ -184,8 +184,6 @@ def download_file(url: str, path: str | os.PathLike, sha256: str, progress=None)
     and ``path`` is left as it was. Returns ``path``; raises ``OSError`` (network) or
     ``ValueError`` (checksum mismatch) naming the url.
     """
-    from tqdm.auto import tqdm
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -193,24 +191,9 @@ def download_file(url: str, path: str | os.PathLike, sha256: str, progress=None)
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             try:
-                response = urllib.request.urlopen(url, timeout=60)
-            except urllib.error.URLError as exc:
-                raise OSError(f"could not download {url}: {exc}") from exc
-            with response:
-                total = response.headers.get("Content-Length")
-                with tqdm(
-                    total=int(total) if total else None,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=path.name,
-                    disable=None if progress is None else not progress,
-                    leave=False,
-                ) as bar:
-                    while chunk := response.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        bar.update(len(chunk))
+                _fetch(url, out, digest, path.name, progress)
+            except (OSError, http.client.HTTPException) as exc:
+                raise OSError(f"could not download {url}: {exc!r}") from exc
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != sha256:
@@ -223,6 +206,30 @@ def download_file(url: str, path: str | os.PathLike, sha256: str, progress=None)
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _fetch(url, out, digest, desc, progress) -> None:
+    from tqdm import tqdm
+
+    received = 0
+    with urllib.request.urlopen(url, timeout=60) as response:
+        total = response.headers.get("Content-Length")
+        with tqdm(
+            total=int(total) if total else None,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=None if progress is None else not progress,
+            leave=False,
+        ) as bar:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                bar.update(len(chunk))
+                received += len(chunk)
+    if total and received != int(total):
+        raise OSError(f"connection closed after {received} of {total} bytes")
 
 
 # --- batching ------------------------------------------------------------------------
