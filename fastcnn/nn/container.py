@@ -1,0 +1,86 @@
+"""``Sequential`` and ``Flatten``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn.nn.module import Module
+
+__all__ = ["Flatten", "Sequential"]
+
+
+class Flatten(Module):
+    """Flatten all but the batch axis: (N, C, H, W) -> (N, C*H*W).
+
+    A 3-D input is one unbatched sample (C, H, W) and becomes (C*H*W,), so that an
+    unbatched sample flows from conv layers into :class:`~fastcnn.nn.Linear`. Inputs of
+    rank 1 or 2 pass unchanged.
+    """
+
+    def _forward(self, x):
+        self._cache = x.shape
+        if x.ndim == 3:
+            return x.reshape(-1)
+        return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+
+    def _backward(self, grad_out, need_input_grad):
+        shape = self._cache
+        if grad_out.size != int(np.prod(shape)):
+            raise ValueError(
+                f"Flatten: grad_out must have {int(np.prod(shape))} elements to match the "
+                f"input shape {shape}, got shape {grad_out.shape}"
+            )
+        return grad_out.reshape(shape) if need_input_grad else None
+
+
+class Sequential(Module):
+    """Layers applied in order; its parameters and state are the layers', named
+    ``"<index>.<name>"`` as in torch (``"0.weight"``, ``"3.running_var"``).
+
+    ``backward(grad_out)`` runs the layers' backward in reverse and returns the input
+    gradient; a training loop that does not need it passes ``need_input_grad=False``,
+    which skips the first layer's input gradient (the costliest part of a first conv).
+    ``backward(grad_out, learning_rate)`` zeroes all gradients, back-propagates, and
+    applies one plain SGD step to every parameter.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(
+                    f"Sequential: layer {i} must be a fastcnn.nn.Module, got {type(layer).__name__}"
+                )
+            setattr(self, str(i), layer)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        layers = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[index]
+
+    def _forward(self, x):
+        for layer in self:
+            x = layer(x)
+        self._cache = True
+        return x
+
+    def _backward(self, grad_out, need_input_grad):
+        layers = list(self)
+        for i in range(len(layers) - 1, -1, -1):
+            grad_out = layers[i].backward(grad_out, need_input_grad=need_input_grad or i > 0)
+        return grad_out
+
+    def __repr__(self) -> str:
+        if not self._modules:
+            return "Sequential()"
+        lines = [
+            f"  ({name}): {layer!r}".replace("\n", "\n  ") for name, layer in self._modules.items()
+        ]
+        return "Sequential(\n" + "\n".join(lines) + "\n)"

@@ -1,0 +1,316 @@
+"""The layer base class :class:`Module` and :class:`Parameter`.
+
+A module owns its parameters (trainable arrays with a gradient buffer), its buffers
+(state that is saved but not trained, such as batch-norm running statistics) and its
+sub-modules. ``forward`` caches what ``backward`` needs; ``backward`` *adds* parameter
+gradients into ``Parameter.grad`` and returns the gradient of the input. Only the
+optimisers of :mod:`fastcnn.optim` write parameters.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from fastcnn._checks import _is_int, as_float
+from fastcnn.optim import SGD
+
+__all__ = ["Module", "Parameter"]
+
+
+class Parameter:
+    """A trainable array ``data`` and its gradient ``grad`` (same shape and dtype).
+
+    ``grad`` is allocated once, filled with zeros, and only ever updated in place:
+    ``backward`` adds into it and ``zero_grad`` clears it.
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of ``data``."""
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of ``data``."""
+        return self.data.dtype
+
+    def zero_grad(self) -> None:
+        """Fill ``grad`` with zeros in place."""
+        self.grad.fill(0)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` with ``strict=False`` skipped."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def as_generator(rng, op: str) -> np.random.Generator:
+    """Return ``rng`` if it is a Generator, a new one seeded by an int, or a fresh one."""
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if _is_int(rng):
+        if rng < 0:
+            raise ValueError(f"{op}: rng seed must be a non-negative int, got {rng!r}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{op}: rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
+
+
+def as_dtype(dtype, op: str) -> np.dtype:
+    """Normalise a float32/float64 dtype argument."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def as_size(value, name: str, op: str) -> int:
+    """Check a positive int such as a channel or feature count."""
+    if not _is_int(value):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{op}: {name} must be >= 1, got {value!r}")
+    return int(value)
+
+
+def as_bool(value, name: str, op: str) -> bool:
+    """Check a bool flag."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def uniform_init(rng: np.random.Generator, shape, fan_in: int, dtype: np.dtype) -> np.ndarray:
+    """torch's default init for conv/linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    (``kaiming_uniform_(a=sqrt(5))`` for weights reduces to this bound, and torch draws
+    biases from the same interval.)
+    """
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Module:
+    """Base class of every layer and of :class:`~fastcnn.nn.Sequential`.
+
+    Subclasses implement ``_forward(x)`` and ``_backward(grad_out, need_input_grad)``
+    on batched arrays and set ``_batched_ndim`` (4 for NCHW layers) so that one
+    unbatched sample, one dimension short, is accepted and returned unbatched. They
+    assign :class:`Parameter` attributes (registered automatically, in order) and name
+    their buffers in ``_buffer_names``.
+    """
+
+    _batched_ndim: int | None = None  # None: any rank, no unbatched handling
+    _buffer_names: tuple[str, ...] = ()
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        self.training = True
+        self._cache = None  # what backward needs, set by forward
+        self._unbatched = False
+        self._sgd = None  # the optimiser behind backward(grad, learning_rate)
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            raise AttributeError(f"{type(self).__name__}: call Module.__init__() first")
+        params.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    # --- forward and backward -----------------------------------------------------------
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply the layer to a batch (or one unbatched sample) and cache for backward."""
+        op = type(self).__name__
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{op}: x must be a numpy.ndarray, got {type(x).__name__}")
+        self._unbatched = self._batched_ndim is not None and x.ndim == self._batched_ndim - 1
+        if self._unbatched:
+            return self._forward(x[np.newaxis])[0]
+        return self._forward(x)
+
+    def backward(self, grad_out, learning_rate=None, *, need_input_grad=True):
+        """Add the parameter gradients of the last forward; return the input gradient.
+
+        Args:
+            grad_out: gradient of the loss with respect to the last output, shaped like it
+                (unbatched if the last input was).
+            learning_rate: if given, the tutorial shortcut: gradients are zeroed first,
+                then this call's gradients are computed and one plain SGD step
+                (:class:`fastcnn.optim.SGD`) is applied to this module's parameters.
+            need_input_grad: ``False`` skips the input gradient (returns ``None``), e.g.
+                for the first layer of a network.
+
+        Returns:
+            The gradient with respect to the last input (its shape and dtype), or ``None``.
+        """
+        op = type(self).__name__
+        if self._cache is None:
+            raise RuntimeError(f"{op}: backward called before forward")
+        if not isinstance(grad_out, np.ndarray):
+            raise TypeError(
+                f"{op}: grad_out must be a numpy.ndarray, got {type(grad_out).__name__}"
+            )
+        if learning_rate is None:
+            return self._backward_maybe_unbatched(grad_out, need_input_grad)
+        lr = as_float(learning_rate, "learning_rate", op, low=0.0)
+        self.zero_grad()
+        grad_in = self._backward_maybe_unbatched(grad_out, need_input_grad)
+        params = self.parameters()
+        if params:
+            if self._sgd is None:
+                self._sgd = SGD(params, lr=lr)
+            self._sgd.lr = lr
+            self._sgd.step()
+        return grad_in
+
+    def _backward_maybe_unbatched(self, grad_out, need_input_grad):
+        if not self._unbatched:
+            return self._backward(grad_out, need_input_grad)
+        grad_in = self._backward(grad_out[np.newaxis], need_input_grad)
+        return None if grad_in is None else grad_in[0]
+
+    def _forward(self, x):
+        raise NotImplementedError
+
+    def _backward(self, grad_out, need_input_grad):
+        raise NotImplementedError
+
+    # --- modes, parameters, state -------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        """Set training mode (``mode=True``) or evaluation mode, recursively; return self."""
+        mode = as_bool(mode, "mode", f"{type(self).__name__}.train")
+        self.training = mode
+        for m in self._modules.values():
+            m.train(mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode recursively (batch norm uses running stats, dropout is off)."""
+        return self.train(False)
+
+    def named_parameters(self, prefix: str = "") -> list[tuple[str, Parameter]]:
+        """Return ``[(name, Parameter)]`` with torch's dotted names, in registration order."""
+        out = [(prefix + name, p) for name, p in self._parameters.items()]
+        for mname, m in self._modules.items():
+            out += m.named_parameters(f"{prefix}{mname}.")
+        return out
+
+    def parameters(self) -> list[Parameter]:
+        """Return the trainable parameters (objects with ``.data`` and ``.grad``)."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        """Zero every parameter gradient in place."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def _state_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The live arrays behind ``state_dict``: parameters, then buffers, then children."""
+        out = {prefix + name: p.data for name, p in self._parameters.items()}
+        out.update({prefix + name: getattr(self, name) for name in self._buffer_names})
+        for mname, m in self._modules.items():
+            out.update(m._state_arrays(f"{prefix}{mname}."))
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Return copies of parameters and buffers under torch's names (``0.weight``, ...).
+
+        Converting a torch ``state_dict`` with ``{k: v.numpy() for k, v in sd.items()}``
+        gives a mapping :meth:`load_state_dict` accepts, and the reverse direction works
+        with ``torch.from_numpy``.
+        """
+        return {name: array.copy() for name, array in self._state_arrays().items()}
+
+    def load_state_dict(self, state, strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays from ``state`` into this module's parameters and buffers, in place.
+
+        Args:
+            state: mapping of names (as :meth:`state_dict`) to ``numpy.ndarray``.
+            strict: if ``True``, missing and unexpected keys are an error; if ``False``
+                they are skipped and reported in the result.
+
+        Returns:
+            ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+
+        Raises:
+            ValueError: missing/unexpected keys (strict) or a shape mismatch, naming the key.
+            TypeError: ``state`` is not a mapping, a value is not an array, or a float
+                array has another dtype than the module (integer buffers such as
+                ``num_batches_tracked`` accept any integer dtype).
+            Nothing is copied unless every entry fits.
+        """
+        op = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
+            raise TypeError(f"{op}: state must be a mapping, got {type(state).__name__}")
+        strict = as_bool(strict, "strict", op)
+        own = self._state_arrays()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state.keys() if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"{op}: state does not match the module: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        for key, dst in own.items():
+            if key not in state:
+                continue
+            src = state[key]
+            if not isinstance(src, (np.ndarray, np.generic)):
+                raise TypeError(
+                    f"{op}: state[{key!r}] must be a numpy.ndarray, got {type(src).__name__}"
+                )
+            if np.shape(src) != dst.shape:
+                raise ValueError(
+                    f"{op}: state[{key!r}] must have shape {dst.shape}, got {np.shape(src)}"
+                )
+            src_kind, dst_kind = np.asarray(src).dtype.kind, dst.dtype.kind
+            if src.dtype != dst.dtype and not (src_kind in "iu" and dst_kind in "iu"):
+                raise TypeError(
+                    f"{op}: state[{key!r}] must have dtype {dst.dtype}, got {src.dtype}"
+                )
+        for key, dst in own.items():
+            if key in state:
+                np.copyto(dst, state[key], casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
+
+    # --- repr ---------------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        """The settings shown inside ``repr``: only those that differ from the defaults."""
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def dtype_repr(dtype: np.dtype) -> list[str]:
+    """``["dtype=float64"]`` when ``dtype`` is not the default float32, else ``[]``."""
+    return [] if dtype == np.float32 else [f"dtype={dtype.name}"]
