@@ -2,7 +2,7 @@
 
 One loop over the kernel offsets ``(i, j)``: for each, the input pixels that offset sees
 form a strided slice of the zero-padded input, shaped like the output, and that slice meets
-the weights ``weight[:, :, i, j]`` in one ``einsum`` over the channels. Computed in float64,
+the weights ``weight[:, :, i, j]`` in one matrix product over the channels. Computed in float64,
 returned in the input dtype.
 """
 
@@ -24,6 +24,11 @@ def _window(g, i, j):
     return (..., rows, cols)
 
 
+def _columns(a, g):
+    """(N, D, OH, OW) -> (N, D, OH * OW): one column per output pixel, ready for ``@``."""
+    return a.reshape(g.n, a.shape[1], g.oh * g.ow)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """Convolve ``x`` (N, C, H, W) with ``weight`` (K, C, kh, kw), plus ``bias`` (K,).
 
@@ -33,13 +38,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     g = _checks.conv2d_args(x, weight, bias, stride, padding, dilation)
     xp = _padded(x, g)
     w = weight.astype(np.float64)
-    y = np.zeros((g.n, g.k, g.oh, g.ow))
+    y = np.zeros((g.n, g.k, g.oh * g.ow))
     for i in range(g.kh):
         for j in range(g.kw):
-            y += np.einsum("nchw,kc->nkhw", xp[_window(g, i, j)], w[:, :, i, j], optimize=True)
+            # (K, C) @ (N, C, OH*OW): every output pixel's tap (i, j), all images at once.
+            y += w[:, :, i, j] @ _columns(xp[_window(g, i, j)], g)
     if bias is not None:
-        y += bias.astype(np.float64)[:, None, None]
-    return y.astype(x.dtype)
+        y += bias.astype(np.float64)[:, None]
+    return y.reshape(g.n, g.k, g.oh, g.ow).astype(x.dtype)
 
 
 def conv2d_grad_input(input_shape, weight, grad_out, stride=1, padding=0, dilation=1):
@@ -50,14 +56,13 @@ def conv2d_grad_input(input_shape, weight, grad_out, stride=1, padding=0, dilati
     """
     g = _checks.conv2d_grad_input_args(input_shape, weight, grad_out, stride, padding, dilation)
     w = weight.astype(np.float64)
-    go = grad_out.astype(np.float64)
+    go = _columns(grad_out.astype(np.float64), g)
     grad_xp = np.zeros((g.n, g.c, g.h + 2 * g.ph, g.w + 2 * g.pw))
     for i in range(g.kh):
         for j in range(g.kw):
-            # Within one offset the window's pixels are distinct, so ``+=`` on a slice is safe.
-            grad_xp[_window(g, i, j)] += np.einsum(
-                "nkhw,kc->nchw", go, w[:, :, i, j], optimize=True
-            )
+            # (C, K) @ (N, K, OH*OW). Within one offset the window's pixels are distinct,
+            # so ``+=`` on the slice adds each contribution once.
+            grad_xp[_window(g, i, j)] += (w[:, :, i, j].T @ go).reshape(g.n, g.c, g.oh, g.ow)
     grad_x = grad_xp[:, :, g.ph : g.ph + g.h, g.pw : g.pw + g.w]
     return grad_x.astype(weight.dtype)
 
@@ -70,11 +75,13 @@ def conv2d_grad_weight(x, weight_shape, grad_out, stride=1, padding=0, dilation=
     """
     g = _checks.conv2d_grad_weight_args(x, weight_shape, grad_out, stride, padding, dilation)
     xp = _padded(x, g)
-    go = grad_out.astype(np.float64)
+    go = _columns(grad_out.astype(np.float64), g)
     grad_w = np.zeros((g.k, g.c, g.kh, g.kw))
     for i in range(g.kh):
         for j in range(g.kw):
-            grad_w[:, :, i, j] = np.einsum("nkhw,nchw->kc", go, xp[_window(g, i, j)], optimize=True)
+            # (N, K, OH*OW) @ (N, OH*OW, C), summed over the images.
+            patches = _columns(xp[_window(g, i, j)], g)
+            grad_w[:, :, i, j] = np.sum(go @ patches.transpose(0, 2, 1), axis=0)
     return grad_w.astype(x.dtype)
 
 
