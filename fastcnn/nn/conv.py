@@ -73,6 +73,7 @@ class Conv2d(Module):
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
 
     def _forward(self, x):
+        self._check_channels(x, self.in_channels, "in_channels")
         bias = None if self.bias is None else self.bias.data
         y = F.conv2d(x, self.weight.data, bias, **self._geometry())
         self._cache = x

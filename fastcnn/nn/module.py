@@ -190,6 +190,14 @@ class Module:
             self._sgd.step()
         return grad_in
 
+    def _check_channels(self, x, expected: int, name: str) -> None:
+        """Reject an NCHW input whose channel count is not ``expected`` (``name``)."""
+        if x.ndim == 4 and x.shape[1] != expected:
+            raise ValueError(
+                f"{type(self).__name__}: x must have {expected} channels ({name}={expected}), "
+                f"got shape {x.shape}"
+            )
+
     def _backward_maybe_unbatched(self, grad_out, need_input_grad):
         if not self._unbatched:
             return self._backward(grad_out, need_input_grad)

@@ -51,6 +51,7 @@ class BatchNorm2d(Module):
         self.num_batches_tracked = np.zeros((), np.int64)
 
     def _forward(self, x):
+        self._check_channels(x, self.num_features, "num_features")
         momentum = self.momentum
         if self.training and momentum is None:
             momentum = 1.0 / (int(self.num_batches_tracked) + 1)
