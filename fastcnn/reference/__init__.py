@@ -3,8 +3,8 @@
 Same names, signatures and results as the fast path, PyTorch semantics, NCHW layout and
 OIHW conv weights. Each function first calls the matching check in :mod:`fastcnn._checks`
 (so both paths reject the same input with the same message), then computes in float64 and
-casts the result back to the input dtype; max-pooling and ReLU only select values and stay
-in the input dtype. Written to be obviously right, not fast; this package never imports
+casts the result back to the input dtype (the max-pool forward and ReLU only select values
+and stay in the input dtype). Written to be obviously right, not fast; this package never imports
 Numba.
 """
 

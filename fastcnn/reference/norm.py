@@ -44,8 +44,9 @@ def batch_norm2d(x, weight, bias, running_mean, running_var, training=True, mome
         if running_mean is not None:
             count = x.shape[0] * x.shape[2] * x.shape[3]  # > 1: checked
             unbiased = var * count / (count - 1)
-            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-            running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+            old_mean, old_var = running_mean.astype(np.float64), running_var.astype(np.float64)
+            running_mean[...] = (1 - momentum) * old_mean + momentum * mean
+            running_var[...] = (1 - momentum) * old_var + momentum * unbiased
     else:
         mean = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
