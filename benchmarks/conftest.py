@@ -1,0 +1,106 @@
+"""The pytest-benchmark suite: ``pytest benchmarks/ --benchmark-only``.
+
+Not part of the default ``pytest`` run (``testpaths`` is ``tests``). Every test times one
+case of :mod:`fastcnn._presets` (the list ``fastcnn bench`` uses too) with one
+implementation; the implementations of a case share a benchmark group (``conv2d forward
+mnist-conv2``), and pytest-benchmark's default ``--benchmark-group-by=group`` compares them
+in one table. Each implementation's result is first checked against fastcnn's, and the
+first call (JIT compile, first touch of buffers) happens before the timing starts.
+
+``--bench-threads N`` runs fastcnn, BLAS and torch on N threads (default: fastcnn's
+default, all cores); thread count, shape, FLOPs and GFLOP/s go into ``extra_info``.
+"""
+
+import numpy as np
+import pytest
+
+from fastcnn import _presets
+
+SLOW = ("reference", "tutorial")  # a few rounds, no calibration: one call takes ~0.1-5 s
+IMPLEMENTATIONS = ("fastcnn", "reference", "torch", "tutorial")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--bench-threads",
+        type=int,
+        metavar="N",
+        help="threads for fastcnn, BLAS and torch (default: fastcnn's default)",
+    )
+
+
+@pytest.fixture(scope="session")
+def threads(request):
+    """Set fastcnn's and BLAS's thread count for the session and return it."""
+    from threadpoolctl import threadpool_limits
+
+    import fastcnn
+
+    n = request.config.getoption("--bench-threads") or fastcnn.get_num_threads()
+    fastcnn.set_num_threads(n)
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield n
+
+
+def params(op: str):
+    """``pytest.param(case, impl)`` for every default-preset case of ``op``."""
+    return [
+        pytest.param(case, impl, id=f"{case.preset}-{case.direction}-{impl}")
+        for case in _presets.cases()
+        if case.op == op
+        for impl in IMPLEMENTATIONS
+    ]
+
+
+def _workload(case, impl, threads):
+    """The callable timing ``case`` with ``impl``; skip where it does not apply."""
+    if impl == "torch":
+        pytest.importorskip("torch").set_num_threads(threads)
+        return _presets.workload(case, "torch")
+    if impl == "tutorial":
+        if case.op != "conv2d" or not case.small:
+            pytest.skip("the tutorial baseline runs only the small conv presets")
+        pytest.importorskip("scipy")
+        import tutorial
+
+        return _presets.numpy_workload(case, tutorial)
+    if impl not in case.implementations:
+        pytest.skip(f"no affordable {impl} implementation of {case}")
+    return _presets.workload(case, impl)
+
+
+def _arrays(result) -> list[np.ndarray]:
+    """The result of a workload as a list of NumPy arrays (tensors converted)."""
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [np.asarray(r.numpy() if hasattr(r, "numpy") else r, dtype=np.float64) for r in items]
+
+
+def _check_against_fastcnn(case, result) -> None:
+    """The timed implementation computes what fastcnn computes (float32 sums: 1e-3 of the
+    largest magnitude); the training step compares its first loss (same initial weights)."""
+    expected = _presets.workload(case, "fastcnn")()
+    for got, want in zip(_arrays(result), _arrays(expected), strict=True):
+        scale = max(1.0, float(np.abs(want).max(initial=0)))
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * scale)
+
+
+@pytest.fixture
+def run_case(benchmark, threads):
+    """Time ``case`` with ``impl`` under pytest-benchmark, outside the JIT compile."""
+
+    def run(case, impl):
+        fn = _workload(case, impl, threads)
+        result = fn()  # compile, allocate, first-touch: kept out of the timings
+        if impl != "fastcnn":
+            _check_against_fastcnn(case, result)
+        benchmark.group = case.group
+        info = {"impl": impl, "threads": threads, "shape": str(case.shape), "flops": case.flops}
+        benchmark.extra_info.update(info)
+        if impl in SLOW:
+            benchmark.pedantic(fn, rounds=3, iterations=1)
+        else:
+            benchmark(fn)
+        if case.flops and benchmark.stats:
+            benchmark.extra_info["gflops"] = case.flops / benchmark.stats.stats.median / 1e9
+
+    return run

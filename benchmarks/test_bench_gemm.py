@@ -1,0 +1,13 @@
+"""This machine's float32 GEMM peak (NumPy's BLAS), the yardstick of the conv GFLOP/s."""
+
+from fastcnn import _presets
+
+
+def test_gemm_peak(benchmark, threads):
+    fn, flops = _presets.gemm_workload()
+    fn()
+    benchmark.group = f"gemm float32 {_presets.GEMM_SIZE}^3"
+    benchmark.extra_info.update(impl="numpy", threads=threads, flops=flops)
+    benchmark(fn)
+    if benchmark.stats:
+        benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9

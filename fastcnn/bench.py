@@ -1,0 +1,425 @@
+"""``fastcnn bench``: time the named presets side by side, without pytest.
+
+For each case of :mod:`fastcnn._presets` it times fastcnn, PyTorch (when importable, at the
+same thread count) and, on small presets, ``fastcnn.reference``, and prints one table row:
+median time and interquartile range, GFLOP/s, percent of this machine's GEMM peak (NumPy
+float32 matmul measured at the start of the run at the same thread count), fastcnn's time
+over torch's, and the reference's time over fastcnn's.
+
+Timing (:func:`time_calls`): the first call of each callable is timed on its own (for
+fastcnn that is the kernel's compile or cache load, the "first ms" column), one more call
+warms up, then samples of ``number`` calls each (``number`` chosen so a sample lasts ~20 ms)
+alternate between fastcnn and torch until the time budget is spent; the median and
+quartiles are over the per-call time of the samples. ``--compile`` also starts two fresh
+processes with an empty Numba cache, to report the cold compile of every case and the warm
+cache load.
+
+Glibc serves allocations of 128 KiB and more with fresh ``mmap``s whose pages cost a
+fault on first touch, so libraries that allocate per call are slower than their kernels;
+the header says whether ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set, and
+a fair comparison runs both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fastcnn import _presets
+
+MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How long to time: per case (fastcnn and torch), per reference, for the GEMM peak."""
+
+    budget: float
+    reference_budget: float
+    gemm_budget: float
+    min_samples: int
+
+
+FULL = Effort(budget=2.0, reference_budget=2.0, gemm_budget=3.0, min_samples=10)
+QUICK = Effort(budget=0.4, reference_budget=0.5, gemm_budget=1.0, min_samples=5)
+SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts about this long
+PAUSE_SECONDS = 0.005  # idle time before each sample: lets the OpenMP threads of the
+# implementation timed before (GNU OpenMP spins a while after each parallel region) go idle
+
+
+# --- timing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median and quartiles over ``samples`` samples of ``number`` calls,
+    and the process's ``first`` call (compile or cache load, for a JIT kernel)."""
+
+    median: float
+    q1: float
+    q3: float
+    samples: int
+    number: int
+    first: float
+
+
+def time_calls(fns: dict, *, budget: float, min_samples: int, samples: int | None = None):
+    """Time each zero-argument callable in ``fns`` and return ``{name: Timing}``.
+
+    Samples alternate between the callables, so a slow spell of a shared machine hits all
+    of them alike. Sampling stops after ``samples`` rounds if given, else once at least
+    ``min_samples`` rounds are done and ``budget`` seconds have passed.
+    """
+    first, number = {}, {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - start
+        start = time.perf_counter()
+        fn()  # warm-up, and the time of one call
+        number[name] = max(1, round(SAMPLE_SECONDS / (time.perf_counter() - start)))
+    per_call = {name: [] for name in fns}
+    deadline = time.perf_counter() + budget
+    rounds = 0
+    while rounds < (samples or min_samples) or (samples is None and time.perf_counter() < deadline):
+        for name, fn in fns.items():
+            time.sleep(PAUSE_SECONDS)
+            start = time.perf_counter()
+            for _ in range(number[name]):
+                fn()
+            per_call[name].append((time.perf_counter() - start) / number[name])
+        rounds += 1
+    timings = {}
+    for name, times in per_call.items():
+        q1, median, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
+        timings[name] = Timing(median, q1, q3, len(times), number[name], first[name])
+    return timings
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+def _import_torch():
+    try:
+        import torch  # optional: compared against when installed, never required
+    except ImportError:
+        return None
+    return torch
+
+
+def measure_gemm(effort: Effort, samples: int | None) -> dict:
+    """Time NumPy's float32 GEMM (:func:`fastcnn._presets.gemm_workload`): the peak."""
+    fn, flops = _presets.gemm_workload()
+    t = time_calls({"gemm": fn}, budget=effort.gemm_budget, min_samples=5, samples=samples)
+    t = t["gemm"]
+    return {
+        "size": _presets.GEMM_SIZE,
+        "flops": flops,
+        "gflops": flops / t.median / 1e9,
+        "timing": asdict(t),
+    }
+
+
+def measure_case(case, torch, effort: Effort, samples: int | None, gemm_gflops: float) -> dict:
+    """Time one case with fastcnn, torch (if given) and the reference (if affordable)."""
+    fns = {"fastcnn": _presets.workload(case, "fastcnn")}
+    if torch is not None:
+        fns["torch"] = _presets.workload(case, "torch")
+    timings = time_calls(fns, budget=effort.budget, min_samples=effort.min_samples, samples=samples)
+    if "reference" in case.implementations:
+        ref = _presets.workload(case, "reference")
+        timings |= time_calls(
+            {"reference": ref}, budget=effort.reference_budget, min_samples=3, samples=samples
+        )
+    fast = timings["fastcnn"].median
+    row = {
+        "preset": case.preset,
+        "op": case.op,
+        "direction": case.direction,
+        "shape": str(case.shape),
+        "flops": case.flops,
+        "gflops": case.flops / fast / 1e9 if case.flops else None,
+        "pct_gemm": 100 * case.flops / fast / 1e9 / gemm_gflops if case.flops else None,
+        "torch_ratio": fast / timings["torch"].median if "torch" in timings else None,
+        "reference_speedup": timings["reference"].median / fast if "reference" in timings else None,
+    }
+    for impl in _presets.IMPLEMENTATIONS:
+        row[impl] = asdict(timings[impl]) if impl in timings else None
+    return row
+
+
+def _first_calls(names) -> dict:
+    """In this (fresh) process: import times, then the first call of each fastcnn case."""
+    start = time.perf_counter()
+    import fastcnn.functional  # noqa: F401  (Numba and the kernel modules, nothing compiled)
+
+    result = {"import_functional": time.perf_counter() - start, "cases": []}
+    for case in _presets.cases(names):
+        fn = _presets.workload(case, "fastcnn")
+        start = time.perf_counter()
+        fn()
+        result["cases"].append({"case": str(case), "seconds": time.perf_counter() - start})
+    return result
+
+
+def measure_compile(names, threads: int) -> dict:
+    """First calls in two fresh processes sharing a new, empty Numba cache directory:
+    ``cold`` compiles every kernel, ``warm`` loads them from the cache the first wrote."""
+    report = {}
+    with tempfile.TemporaryDirectory(prefix="fastcnn-bench-cache-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        command = [sys.executable, "-m", "fastcnn.bench", "--first-calls", f"--threads={threads}"]
+        command += [f"--preset={name}" for name in names]
+        for label in ("cold", "warm"):
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            report[label] = json.loads(done.stdout)
+    return report
+
+
+# --- output --------------------------------------------------------------------------
+
+COLUMNS = (
+    # title, width, row key or function of the row, format
+    ("preset", 12, "preset", "{}"),
+    ("op", 12, "op", "{}"),
+    ("direction", 16, "direction", "{}"),
+    ("median ms", 10, lambda r: r["fastcnn"]["median"] * 1e3, "{:.3f}"),
+    ("IQR ms", 8, lambda r: (r["fastcnn"]["q3"] - r["fastcnn"]["q1"]) * 1e3, "{:.3f}"),
+    ("GFLOP/s", 8, "gflops", "{:.1f}"),
+    ("%GEMM", 6, "pct_gemm", "{:.0f}%"),
+    ("first ms", 9, lambda r: r["fastcnn"]["first"] * 1e3, "{:.1f}"),
+    ("torch ms", 9, lambda r: r["torch"] and r["torch"]["median"] * 1e3, "{:.3f}"),
+    ("/torch", 7, "torch_ratio", "{:.2f}"),
+    ("ref ms", 9, lambda r: r["reference"] and r["reference"]["median"] * 1e3, "{:.1f}"),
+    ("ref/", 7, "reference_speedup", "{:.3g}x"),
+)
+LEGEND = (
+    "median ms, IQR ms: fastcnn's time per call (median, interquartile range);"
+    " first ms: its first call in this process (compile or cache load, paid by the first"
+    " case using a kernel); %GEMM: its GFLOP/s over the GEMM peak above; /torch: fastcnn"
+    " time / torch time (below 1: fastcnn faster); ref/: reference time / fastcnn time."
+)
+
+
+def format_header() -> str:
+    """The table's column titles, aligned as :func:`format_row`."""
+    return "  ".join(
+        f"{title:>{width}}" if i > 2 else f"{title:<{width}}"
+        for i, (title, width, *_) in enumerate(COLUMNS)
+    )
+
+
+def format_row(row: dict) -> str:
+    """One table line; ``-`` where a value does not apply (no FLOPs, no torch, ...)."""
+    cells = []
+    for i, (_, width, key, fmt) in enumerate(COLUMNS):
+        value = key(row) if callable(key) else row[key]
+        text = "-" if value is None else fmt.format(value)
+        cells.append(f"{text:>{width}}" if i > 2 else f"{text:<{width}}")
+    return "  ".join(cells)
+
+
+def _geomean(values) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def format_summary(rows: list[dict]) -> list[str]:
+    """Lines summarising the conv rows against torch and the reference, where measured."""
+    conv = [r for r in rows if r["op"] == "conv2d"]
+    lines = []
+    ratios = [r["torch_ratio"] for r in conv if r["torch_ratio"]]
+    if ratios:
+        lines.append(
+            f"conv2d fastcnn/torch time: geometric mean {_geomean(ratios):.2f}, "
+            f"max {max(ratios):.2f} over {len(ratios)} rows"
+        )
+    speedups = [r["reference_speedup"] for r in conv if r["reference_speedup"]]
+    if speedups:
+        lines.append(
+            f"conv2d speedup over the reference: min {min(speedups):.3g}x over {len(speedups)} rows"
+        )
+    return lines
+
+
+def _malloc_note() -> str:
+    settings = [f"{v}={os.environ[v]}" for v in MALLOC_VARS if v in os.environ]
+    if settings:
+        return "malloc: " + " ".join(settings) + " (freed memory is reused: no page faults)"
+    return (
+        "malloc: " + " and ".join(MALLOC_VARS) + " unset (glibc default: blocks >= 128 KiB"
+        " are fresh mmaps whose pages fault on first touch; compare both ways)"
+    )
+
+
+def format_compile(report: dict) -> list[str]:
+    cold, warm = report["cold"], report["warm"]
+    lines = [
+        "first call per case in a fresh process: cold = empty Numba cache (compile), "
+        "warm = the cache the cold run wrote",
+        f"  import fastcnn.functional: cold {cold['import_functional']:.2f} s, "
+        f"warm {warm['import_functional']:.2f} s",
+    ]
+    for c, w in zip(cold["cases"], warm["cases"], strict=True):
+        lines.append(f"  {c['case']:<44} cold {c['seconds']:7.2f} s   warm {w['seconds']:7.3f} s")
+    total_cold = sum(c["seconds"] for c in cold["cases"])
+    total_warm = sum(w["seconds"] for w in warm["cases"])
+    lines.append(f"  {'total':<44} cold {total_cold:7.2f} s   warm {total_warm:7.3f} s")
+    return lines
+
+
+# --- command line --------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``fastcnn bench``'s options to ``parser``."""
+    parser.add_argument(
+        "--preset",
+        action="append",
+        choices=_presets.PRESET_NAMES,
+        metavar="NAME",
+        help="run only this preset (repeatable); one of " + ", ".join(_presets.PRESET_NAMES),
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a ~30 s run: fewer presets, shorter timing"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="threads for fastcnn, BLAS and torch (default: fastcnn's)",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    parser.add_argument(
+        "--repeats",
+        type=_positive_int,
+        metavar="N",
+        help="exactly N timed samples per implementation (default: by time)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the first calls in fresh processes, cold and warm cache",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
+    parser.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fastcnn bench`` with parsed ``args``; print the table; return the exit code.
+
+    The thread counts it sets (fastcnn, BLAS, torch) are restored when it returns.
+    """
+    import fastcnn
+
+    names = args.preset or (_presets.QUICK_PRESETS if args.quick else _presets.DEFAULT_PRESETS)
+    torch = None if args.no_torch or args.first_calls else _import_torch()
+    threads = args.threads or fastcnn.get_num_threads()
+    try:
+        with _threads(threads, torch):
+            if args.first_calls:  # the child process of --compile
+                print(json.dumps(_first_calls(names)))
+            else:
+                _bench(args, names, threads, torch)
+    except ValueError as exc:  # a thread count beyond the threads Numba launched
+        print(f"fastcnn bench: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+@contextlib.contextmanager
+def _threads(n: int, torch):
+    """Run fastcnn, BLAS (the GEMM peak, the reference) and torch on ``n`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    import fastcnn
+
+    before = fastcnn.get_num_threads(), torch and torch.get_num_threads()
+    fastcnn.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            if torch is not None:
+                torch.set_num_threads(n)
+            yield
+    finally:
+        fastcnn.set_num_threads(before[0])
+        if torch is not None:
+            torch.set_num_threads(before[1])
+
+
+def _bench(args, names, threads: int, torch) -> None:
+    """Measure and print the GEMM peak and every case; save the JSON if asked."""
+    import fastcnn
+
+    effort = QUICK if args.quick else FULL
+    info = fastcnn.info()
+    versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
+    versions["torch"] = torch.__version__ if torch is not None else None
+    versions["blas"] = [f"{b['library']} {b['version']}" for b in info["blas"]]
+    gemm = measure_gemm(effort, args.repeats)
+    print(
+        f"fastcnn bench: {info['cpu']} ({info['cpu_target']}, {os.cpu_count()} cpus), "
+        f"{threads} threads, float32"
+    )
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    print(_malloc_note())
+    print(
+        f"GEMM peak: numpy float32 matmul {gemm['size']}^3 at {threads} threads: "
+        f"{gemm['gflops']:.1f} GFLOP/s"
+    )
+    print()
+    print(format_header())
+    rows = []
+    for case in _presets.cases(names):
+        rows.append(measure_case(case, torch, effort, args.repeats, gemm["gflops"]))
+        print(format_row(rows[-1]), flush=True)
+    print()
+    for line in format_summary(rows):
+        print(line)
+    print(LEGEND)
+    compile_report = measure_compile(names, threads) if args.compile else None
+    if compile_report:
+        print()
+        print("\n".join(format_compile(compile_report)))
+
+    if args.json:
+        result = {
+            "options": {k: v for k, v in vars(args).items() if k != "first_calls"},
+            "machine": {k: info[k] for k in ("cpu", "cpu_target", "cpu_features")}
+            | {"cpus": os.cpu_count()},
+            "versions": versions,
+            "threads": threads,
+            "env": {v: os.environ.get(v) for v in MALLOC_VARS},
+            "quick": args.quick,
+            "gemm": gemm,
+            "rows": rows,
+            "compile": compile_report,
+        }
+        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m fastcnn.bench`` (``fastcnn bench`` goes via the CLI)."""
+    parser = argparse.ArgumentParser(prog="fastcnn bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The benchmark machinery: presets, workloads, timing loop and ``fastcnn bench``'s output.
+
+Structure only: no test here asserts a timing (the machine is shared and noisy). The
+workloads are checked to compute the same results in every implementation, so that the
+benchmarks compare like with like.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from fastcnn import _presets, bench
+
+# --- presets -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "flops"),
+    [
+        # 2 * N * K * C * kh * kw * OH * OW, output sizes worked by hand
+        pytest.param("mnist-conv1", 2 * 64 * 32 * 1 * 9 * 26 * 26, id="mnist-conv1"),
+        pytest.param("mnist-conv2", 2 * 64 * 64 * 32 * 9 * 11 * 11, id="mnist-conv2"),
+        pytest.param("cifar-16x32", 2 * 64 * 32 * 16 * 9 * 32 * 32, id="cifar-16x32-pad1"),
+        pytest.param("cifar-64x64", 2 * 32 * 64 * 64 * 9 * 32 * 32, id="cifar-64x64-pad1"),
+    ],
+)
+def test_conv_preset_flops_in_every_direction(preset, flops):
+    found = _presets.cases([preset])
+    assert [c.direction for c in found] == ["forward", "grad_input", "grad_weight"]
+    assert [c.flops for c in found] == [flops] * 3
+
+
+def test_tiny_preset_covers_every_op_and_direction():
+    found = {(c.op, c.direction) for c in _presets.cases(["tiny"])}
+    assert found == {
+        ("conv2d", "forward"),
+        ("conv2d", "grad_input"),
+        ("conv2d", "grad_weight"),
+        ("max_pool2d", "forward"),
+        ("max_pool2d", "backward"),
+        ("batch_norm2d", "forward+backward"),
+        ("train_step", "sgd"),
+    }
+
+
+def test_default_presets_leave_out_tiny_and_quick_is_a_subset():
+    assert "tiny" not in _presets.DEFAULT_PRESETS
+    assert set(_presets.QUICK_PRESETS) < set(_presets.DEFAULT_PRESETS)
+
+
+def test_unknown_preset_is_rejected_by_name():
+    with pytest.raises(ValueError, match="unknown preset.*'mnist-conv9'"):
+        _presets.cases(["mnist-conv9"])
+
+
+# --- workloads compute the same thing in every implementation ------------------------
+
+TINY = [pytest.param(case, id=str(case)) for case in _presets.cases(["tiny"])]
+
+
+def _arrays(result) -> list[np.ndarray]:
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [np.asarray(r.numpy() if hasattr(r, "numpy") else r, np.float64) for r in items]
+
+
+def _assert_same(got, want) -> None:
+    """float32 results of differently ordered sums: 1e-4 of the largest magnitude."""
+    got, want = _arrays(got), _arrays(want)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        scale = max(1.0, float(np.abs(w).max(initial=0)))
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("case", [c for c in TINY if c.values[0].op != "train_step"])
+def test_fastcnn_workload_matches_reference(case):
+    _assert_same(_presets.workload(case, "fastcnn")(), _presets.workload(case, "reference")())
+
+
+@pytest.mark.parametrize("case", TINY)
+def test_torch_workload_matches_fastcnn(case):
+    pytest.importorskip("torch")
+    # the training step returns its loss: both nets start from the same weights and batch
+    _assert_same(_presets.workload(case, "torch")(), _presets.workload(case, "fastcnn")())
+
+
+def test_reference_has_no_training_step():
+    (case,) = [c for c in _presets.cases(["tiny"]) if c.op == "train_step"]
+    assert "reference" not in case.implementations
+    with pytest.raises(ValueError, match="no reference implementation"):
+        _presets.workload(case, "reference")
+
+
+# --- timing loop ---------------------------------------------------------------------
+
+
+def test_time_calls_counts_first_warmup_and_samples():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+
+        return fn
+
+    timings = bench.time_calls(
+        {"a": make("a"), "b": make("b")}, budget=0.0, min_samples=1, samples=4
+    )
+    for name, t in timings.items():
+        assert t.samples == 4
+        assert t.number >= 1
+        assert calls[name] == 2 + 4 * t.number  # first call, warm-up, samples
+        assert 0 < t.q1 <= t.median <= t.q3
+        assert t.first > 0
+
+
+# --- fastcnn bench -------------------------------------------------------------------
+
+ROW_KEYS = {"preset", "op", "direction", "shape", "flops", "gflops", "pct_gemm",
+            "torch_ratio", "reference_speedup", "fastcnn", "reference", "torch"}  # fmt: skip
+TIMING_KEYS = {"median", "q1", "q3", "samples", "number", "first"}
+
+
+def _run_bench(tmp_path, capsys, *extra):
+    path = tmp_path / "bench.json"
+    argv = ["--preset", "tiny", "--repeats", "2", "--threads", "1", "--json", str(path), *extra]
+    assert bench.main(argv) == 0
+    return json.loads(path.read_text()), capsys.readouterr().out
+
+
+def test_bench_json_and_table_without_torch(tmp_path, capsys):
+    result, out = _run_bench(tmp_path, capsys, "--no-torch")
+
+    assert result["threads"] == 1
+    assert set(result["env"]) == set(bench.MALLOC_VARS)
+    assert result["versions"]["torch"] is None
+    assert result["versions"]["numba"] and result["machine"]["cpu"]
+    assert result["gemm"]["gflops"] > 0 and result["gemm"]["size"] == _presets.GEMM_SIZE
+    expected = [(c.op, c.direction) for c in _presets.cases(["tiny"])]
+    assert [(r["op"], r["direction"]) for r in result["rows"]] == expected
+    for row in result["rows"]:
+        assert set(row) == ROW_KEYS
+        assert set(row["fastcnn"]) == TIMING_KEYS and row["fastcnn"]["samples"] == 2
+        assert row["torch"] is None and row["torch_ratio"] is None
+        has_ref = row["op"] != "train_step"
+        assert (row["reference"] is not None) == has_ref
+        assert (row["reference_speedup"] is not None) == has_ref
+        assert (row["gflops"] is not None) == (row["op"] in ("conv2d", "train_step"))
+
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("preset"))
+    for title in ("median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/"):
+        assert title in lines[header]
+    table = lines[header + 1 : header + 1 + len(expected)]
+    for line, (op, direction) in zip(table, expected, strict=True):
+        assert line.split()[:3] == ["tiny", op, direction]
+    assert any(line.startswith("malloc:") for line in lines[:header])
+    assert any(line.startswith("GEMM peak:") for line in lines[:header])
+
+
+def test_bench_compares_with_torch_when_installed(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import fastcnn
+
+    before = torch.get_num_threads(), fastcnn.get_num_threads()
+    result, out = _run_bench(tmp_path, capsys)
+    assert result["versions"]["torch"] == torch.__version__
+    assert (torch.get_num_threads(), fastcnn.get_num_threads()) == before  # restored
+    for row in result["rows"]:
+        assert set(row["torch"]) == TIMING_KEYS
+        assert row["torch_ratio"] > 0
+    assert "conv2d fastcnn/torch time: geometric mean" in out
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, "unset", id="unset"),
+        pytest.param(
+            {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"},
+            "MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000",
+            id="both-set",
+        ),
+    ],
+)
+def test_header_says_whether_malloc_thresholds_are_set(monkeypatch, env, expected):
+    for var in bench.MALLOC_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert expected in bench._malloc_note()
+
+
+def test_first_calls_child_reports_every_case(capsys):
+    assert bench.main(["--first-calls", "--preset", "tiny", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["import_functional"] >= 0
+    assert [c["case"] for c in report["cases"]] == [str(c) for c in _presets.cases(["tiny"])]
+    assert all(c["seconds"] > 0 for c in report["cases"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--preset", "nope"], id="unknown-preset"),
+        pytest.param(["--threads", "0"], id="zero-threads"),
+        pytest.param(["--repeats", "-1"], id="negative-repeats"),
+    ],
+)
+def test_bad_options_exit_with_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    assert "fastcnn bench" in capsys.readouterr().err
