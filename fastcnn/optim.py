@@ -31,9 +31,10 @@ __all__ = ["SGD", "Adam", "Optimizer"]
 class Optimizer:
     """Base class: holds the parameter list, the step count and named state buffers.
 
-    Subclasses set ``_hyper_names`` (constructor keywords saved in ``state_dict``),
-    ``_buffer_names`` (per-parameter arrays of the parameter's shape and dtype saved in
-    ``state_dict``) and implement ``_update(i, data, grad)`` for one parameter.
+    Subclasses set ``_hyper_names`` (constructor keywords saved in ``state_dict``, stored
+    as attributes), ``_buffer_names`` (per-parameter arrays of the parameter's shape and
+    dtype saved in ``state_dict``; or override ``_buffers_for``) and implement
+    ``_check_hyper(**hyper)`` and ``_update(i, data, grad)`` for one parameter.
     """
 
     _hyper_names: tuple[str, ...] = ()
@@ -68,7 +69,8 @@ class Optimizer:
             seen.add(id(p))
         self.steps = 0
         self.buffers = {
-            name: [np.zeros_like(p.data) for p in self.params] for name in self._buffer_names
+            name: [np.zeros_like(p.data) for p in self.params]
+            for name in self._buffers_for(self.__dict__)
         }
         self._scratch = [[np.empty_like(p.data) for p in self.params] for _ in range(n_scratch)]
 
@@ -114,18 +116,17 @@ class Optimizer:
             raise ValueError(
                 f"{op}: hyper must have the keys {sorted(self._hyper_names)}, got {sorted(hyper)}"
             )
+        hyper = self._check_hyper(**hyper)
         steps = state["steps"]
         if isinstance(steps, np.ndarray) and steps.ndim == 0:
             steps = steps.item()
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
             raise ValueError(f"{op}: steps must be a non-negative int, got {steps!r}")
         buffers = state["buffers"]
-        if set(buffers) != set(self._buffer_names):
-            raise ValueError(
-                f"{op}: buffers must have the keys {sorted(self._buffer_names)}, "
-                f"got {sorted(buffers)}"
-            )
-        for name in self._buffer_names:
+        names = self._buffers_for(hyper)
+        if not hasattr(buffers, "keys") or set(buffers) != set(names):
+            raise ValueError(f"{op}: buffers must have the keys {sorted(names)}, got {buffers!r}")
+        for name in names:
             given = buffers[name]
             if len(given) != len(self.params):
                 raise ValueError(
@@ -143,8 +144,13 @@ class Optimizer:
                         f"{op}: buffers[{name!r}][{i}] must have shape {p.data.shape} and "
                         f"dtype {p.data.dtype}, got {src.shape} {src.dtype}"
                     )
-        self._set_hyper(**hyper)  # validates before anything is written
-        for name in self._buffer_names:
+        # Everything fits: apply.
+        self.__dict__.update(hyper)
+        self.buffers = {
+            name: self.buffers.get(name) or [np.zeros_like(p.data) for p in self.params]
+            for name in names
+        }
+        for name in names:
             for dst, src in zip(self.buffers[name], buffers[name], strict=True):
                 np.copyto(dst, src)
         self.steps = int(steps)
@@ -155,8 +161,13 @@ class Optimizer:
 
     # --- for subclasses -----------------------------------------------------------------
 
-    def _set_hyper(self, **hyper) -> None:
+    def _check_hyper(self, **hyper) -> dict:
+        """Validate hyper-parameters; return them normalised (no side effects)."""
         raise NotImplementedError
+
+    def _buffers_for(self, hyper: dict) -> tuple[str, ...]:
+        """Names of the per-parameter state buffers these hyper-parameters need."""
+        return self._buffer_names
 
     def _update(self, i: int, data: np.ndarray, grad: np.ndarray) -> None:
         raise NotImplementedError
@@ -182,13 +193,16 @@ class SGD(Optimizer):
     _hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
-        self._set_hyper(lr, momentum, dampening, weight_decay, nesterov)
-        self._buffer_names = ("momentum_buffer",) if self.momentum != 0 else ()
+        hyper = self._check_hyper(lr, momentum, dampening, weight_decay, nesterov)
+        self.__dict__.update(hyper)
         # Scratch 0 holds the decayed gradient and then lr * direction; scratch 1 the
         # Nesterov direction and the dampened gradient.
         super().__init__(params, n_scratch=2)
 
-    def _set_hyper(self, lr, momentum, dampening, weight_decay, nesterov) -> None:
+    def _buffers_for(self, hyper):
+        return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
+
+    def _check_hyper(self, lr, momentum, dampening, weight_decay, nesterov) -> dict:
         op = "SGD"
         lr = as_float(lr, "lr", op, low=0.0)
         momentum = as_float(momentum, "momentum", op, low=0.0)
@@ -201,13 +215,13 @@ class SGD(Optimizer):
                 f"{op}: nesterov needs momentum > 0 and dampening == 0, "
                 f"got momentum={momentum!r}, dampening={dampening!r}"
             )
-        if hasattr(self, "momentum") and (momentum != 0) != (self.momentum != 0):
-            raise ValueError(
-                f"{op}: cannot switch momentum between zero and non-zero on an existing "
-                f"optimiser (buffers), got momentum={momentum!r}, had {self.momentum!r}"
-            )
-        self.lr, self.momentum, self.dampening = lr, momentum, dampening
-        self.weight_decay, self.nesterov = weight_decay, bool(nesterov)
+        return {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": bool(nesterov),
+        }
 
     def _update(self, i, data, grad) -> None:
         s0, s1 = self._scratch[0][i], self._scratch[1][i]
@@ -256,10 +270,10 @@ class Adam(Optimizer):
     _buffer_names = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self._set_hyper(lr, betas, eps, weight_decay)
+        self.__dict__.update(self._check_hyper(lr, betas, eps, weight_decay))
         super().__init__(params, n_scratch=2)
 
-    def _set_hyper(self, lr, betas, eps, weight_decay) -> None:
+    def _check_hyper(self, lr, betas, eps, weight_decay) -> dict:
         op = "Adam"
         lr = as_float(lr, "lr", op, low=0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -271,7 +285,7 @@ class Adam(Optimizer):
                 raise ValueError(f"{op}: {name} must be < 1.0, got {b!r}")
         eps = as_float(eps, "eps", op, low=0.0)
         weight_decay = as_float(weight_decay, "weight_decay", op, low=0.0)
-        self.lr, self.betas, self.eps, self.weight_decay = lr, (b1, b2), eps, weight_decay
+        return {"lr": lr, "betas": (b1, b2), "eps": eps, "weight_decay": weight_decay}
 
     def _update(self, i, data, grad) -> None:
         s0, s1 = self._scratch[0][i], self._scratch[1][i]
