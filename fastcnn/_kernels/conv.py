@@ -73,8 +73,12 @@ def _im2col(x, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols, image_row, 
                         for ox in range(lo):
                             row[dst + ox] = zero
                         src = plane[iy]
-                        for ox in range(lo, hi):
-                            row[dst + ox] = src[ox * sw + off]
+                        if sw == 1:  # the common case: a contiguous copy LLVM vectorises
+                            for ox in range(lo, hi):
+                                row[dst + ox] = src[ox + off]
+                        else:
+                            for ox in range(lo, hi):
+                                row[dst + ox] = src[ox * sw + off]
                         for ox in range(hi, ow):
                             row[dst + ox] = zero
 
@@ -105,8 +109,12 @@ def _col2im(cols, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out, image_row
                     if 0 <= iy < h:
                         dst = plane[iy]
                         src = b * image_col + oy * ow
-                        for ox in range(lo, hi):
-                            dst[ox * sw + off] += row[src + ox]
+                        if sw == 1:
+                            for ox in range(lo, hi):
+                                dst[ox + off] += row[src + ox]
+                        else:
+                            for ox in range(lo, hi):
+                                dst[ox * sw + off] += row[src + ox]
 
 
 @jit(parallel=True)

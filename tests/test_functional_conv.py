@@ -1,0 +1,319 @@
+"""fastcnn.functional's convolution against fastcnn.reference (and torch where installed).
+
+Every conv op (forward, input, weight and bias gradients) runs on the shared case table of
+``cases.py`` and on Hypothesis-drawn geometries, in float32 and float64, with one thread
+and with all threads.
+
+Tolerances (``cases.assert_close``: ``|a - e| <= atol * scale + rtol * |e|`` with ``scale``
+the largest finite ``|e|``): float64 rtol 1e-10, atol 1e-12; float32 rtol 1e-4 and
+``atol = 1e-6 * sqrt(R)`` (at least 1e-5), where ``R`` is the number of terms in each sum
+(C*KH*KW for the forward, K*KH*KW for the input gradient, N*OH*OW for the weight
+gradient, N*OH*OW for the bias gradient): float32 round-off of a sum grows like sqrt(R)
+times its largest terms, while the reference sums in float64.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+from cases import (
+    CONV_CASES,
+    DTYPES,
+    assert_close,
+    conv_inputs,
+    conv_kwargs,
+    make_rng,
+    randn,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastcnn
+from fastcnn import functional as F
+from fastcnn import reference as R
+from fastcnn._kernels import conv as conv_kernels
+
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+THREADS = [pytest.param(1, id="1thread"), pytest.param(MAX_THREADS, id="all-threads")]
+HYPOTHESIS = settings(max_examples=15, deadline=None)
+# The reference (NumPy) warns where NaN and inf arise; the values are what is checked.
+SPECIAL_VALUES = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
+
+
+@pytest.fixture(params=THREADS)
+def threads(request):
+    """Run the test with fastcnn on the given number of threads, then restore."""
+    before = fastcnn.get_num_threads()
+    fastcnn.set_num_threads(request.param)
+    yield request.param
+    fastcnn.set_num_threads(before)
+
+
+def atol_for(dtype, terms: int):
+    """The absolute tolerance (times the largest magnitude) of a sum of ``terms`` values."""
+    if np.dtype(dtype) == np.float64:
+        return None  # cases.TOL's default
+    return max(1e-5, 1e-6 * np.sqrt(terms))
+
+
+def check_conv(x, weight, bias, grad_out, kwargs):
+    """All four conv ops of fastcnn equal the reference's."""
+    dtype = x.dtype
+    n, c = x.shape[:2]
+    k, _, kh, kw = weight.shape
+    oh, ow = grad_out.shape[2:]
+    assert_close(
+        F.conv2d(x, weight, bias, **kwargs),
+        R.conv2d(x, weight, bias, **kwargs),
+        dtype,
+        atol=atol_for(dtype, c * kh * kw),
+    )
+    assert_close(
+        F.conv2d_grad_input(x.shape, weight, grad_out, **kwargs),
+        R.conv2d_grad_input(x.shape, weight, grad_out, **kwargs),
+        dtype,
+        atol=atol_for(dtype, k * kh * kw),
+    )
+    assert_close(
+        F.conv2d_grad_weight(x, weight.shape, grad_out, **kwargs),
+        R.conv2d_grad_weight(x, weight.shape, grad_out, **kwargs),
+        dtype,
+        atol=atol_for(dtype, n * oh * ow),
+    )
+    assert_close(
+        F.conv2d_grad_bias(grad_out),
+        R.conv2d_grad_bias(grad_out),
+        dtype,
+        atol=atol_for(dtype, n * oh * ow),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_ops_match_reference(case, dtype, threads):
+    x, weight, bias, grad_out = conv_inputs(case, dtype, make_rng(0))
+    check_conv(x, weight, bias, grad_out, conv_kwargs(case))
+
+
+@HYPOTHESIS
+@given(
+    n=st.integers(0, 3),
+    c=st.integers(1, 4),
+    k=st.integers(1, 4),
+    h=st.integers(1, 10),
+    w=st.integers(1, 10),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    bias=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    n_threads=st.sampled_from([1, MAX_THREADS]),
+)
+def test_conv_ops_hypothesis(
+    n, c, k, h, w, kernel, stride, padding, dilation, bias, dtype, n_threads
+):
+    reach = [d * (kk - 1) + 1 for d, kk in zip(dilation, kernel, strict=True)]
+    if h + 2 * padding[0] < reach[0] or w + 2 * padding[1] < reach[1]:
+        return  # rejected by the checks; test_bad_input covers that
+    case = {
+        "x_shape": (n, c, h, w),
+        "w_shape": (k, c, *kernel),
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "bias": bias,
+    }
+    x, weight, b, grad_out = conv_inputs(case, dtype, make_rng(n + 10 * h + 100 * w))
+    fastcnn.set_num_threads(n_threads)
+    try:
+        check_conv(x, weight, b, grad_out, conv_kwargs(case))
+    finally:
+        fastcnn.set_num_threads(MAX_THREADS)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"padding": 1}, id="3x3-padding1"),
+        pytest.param({"stride": 2, "dilation": 2}, id="stride2-dilation2"),
+        pytest.param({"stride": 1}, id="3x3"),
+    ],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_many_chunks(kwargs, dtype, monkeypatch):
+    """Batches split into one-image chunks (partial weight gradients summed) and into
+    uneven chunks give the reference's result."""
+    rng = make_rng(3)
+    x = randn(rng, (7, 3, 9, 8), dtype)
+    weight = randn(rng, (5, 3, 3, 3), dtype)
+    bias = randn(rng, 5, dtype)
+    grad_out = randn(rng, F.conv2d(x, weight, **kwargs).shape, dtype)
+    for chunk_bytes in (1, 3 * x.itemsize * 27 * grad_out[0, 0].size):
+        monkeypatch.setattr(conv_kernels, "CHUNK_BYTES", chunk_bytes)
+        check_conv(x, weight, bias, grad_out, kwargs)
+
+
+@SPECIAL_VALUES
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"padding": 1}, id="padding1"),
+        pytest.param({"stride": 3}, id="stride-gt-kernel"),
+        pytest.param({"padding": (2, 1), "dilation": 2}, id="padding-dilation"),
+    ],
+)
+def test_conv_nan_inf_propagate_like_the_reference(kwargs, dtype, threads):
+    """NaN and inf land where the reference puts them, including ``inf * 0 = nan`` where an
+    infinite weight or gradient meets the zero padding."""
+    rng = make_rng(4)
+    x = randn(rng, (2, 2, 7, 8), dtype)
+    weight = randn(rng, (3, 2, 3, 2), dtype)
+    bias = randn(rng, 3, dtype)
+    x[0, 0, 1, 1] = np.nan
+    x[1, 1, 5, 2] = np.inf
+    x[1, 0, 0, 0] = -np.inf
+    grad_out = randn(rng, F.conv2d(x, weight, **kwargs).shape, dtype)
+    grad_out[0, 1, 0, 0] = np.inf
+    grad_out[1, 2, -1, -1] = np.nan
+    weight_inf = weight.copy()
+    weight_inf[1, 0, 0, 1] = np.inf
+    weight_inf[2, 1, 2, 0] = np.nan
+    for w in (weight, weight_inf):
+        expected = R.conv2d(x, w, bias, **kwargs)
+        assert np.isnan(expected).any() and np.isfinite(expected).any()
+        check_conv(x, w, bias, grad_out, kwargs)
+    # Only the padding meets the infinite weight here: the output is NaN there, not 0.
+    zeros = np.zeros_like(x)
+    y = F.conv2d(zeros, weight_inf, None, padding=1)
+    assert_close(y, R.conv2d(zeros, weight_inf, None, padding=1), dtype)
+    assert np.isnan(y).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_empty_batch(dtype, threads):
+    """N = 0: empty outputs, and zero weight and bias gradients."""
+    x = np.zeros((0, 2, 5, 5), dtype)
+    weight = randn(make_rng(5), (3, 2, 3, 3), dtype)
+    grad_out = np.zeros((0, 3, 3, 3), dtype)
+    assert F.conv2d(x, weight).shape == (0, 3, 3, 3)
+    assert F.conv2d_grad_input(x.shape, weight, grad_out).shape == x.shape
+    gw = F.conv2d_grad_weight(x, weight.shape, grad_out)
+    assert gw.dtype == dtype
+    np.testing.assert_array_equal(gw, np.zeros(weight.shape, dtype))
+    np.testing.assert_array_equal(F.conv2d_grad_bias(grad_out), np.zeros(3, dtype))
+
+
+def _layouts(a):
+    """The same values as a strided view, a Fortran-ordered copy and a read-only array."""
+    doubled = np.repeat(a, 2, axis=-1)[..., ::2]
+    fortran = np.asfortranarray(a)
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    return {"strided": doubled, "fortran": fortran, "readonly": readonly}
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly"])
+def test_conv_any_layout_gives_the_contiguous_result(layout):
+    rng = make_rng(6)
+    x = randn(rng, (2, 3, 7, 6), np.float32)
+    weight = randn(rng, (4, 3, 3, 3), np.float32)
+    bias = randn(rng, 4, np.float32)
+    grad_out = randn(rng, (2, 4, 7, 6), np.float32)
+    kw = {"padding": 1}
+    xl, wl, bl, gl = (_layouts(a)[layout] for a in (x, weight, bias, grad_out))
+    np.testing.assert_array_equal(F.conv2d(xl, wl, bl, **kw), F.conv2d(x, weight, bias, **kw))
+    np.testing.assert_array_equal(
+        F.conv2d_grad_input(x.shape, wl, gl, **kw),
+        F.conv2d_grad_input(x.shape, weight, grad_out, **kw),
+    )
+    np.testing.assert_array_equal(
+        F.conv2d_grad_weight(xl, weight.shape, gl, **kw),
+        F.conv2d_grad_weight(x, weight.shape, grad_out, **kw),
+    )
+    np.testing.assert_array_equal(F.conv2d_grad_bias(gl), F.conv2d_grad_bias(grad_out))
+
+
+def test_conv_from_several_python_threads():
+    """Threads calling the conv ops at once, each with its own shapes (and so its own
+    scratch buffers), all get the single-threaded result."""
+    rng = make_rng(7)
+    jobs = []
+    for i in range(4):
+        x = randn(rng, (3 + i, 2 + i, 9, 10), np.float32)
+        weight = randn(rng, (4, 2 + i, 3, 3), np.float32)
+        grad_out = randn(rng, (3 + i, 4, 9, 10), np.float32)
+        jobs.append((x, weight, grad_out))
+
+    def run(x, weight, grad_out):
+        return (
+            F.conv2d(x, weight, padding=1),
+            F.conv2d_grad_input(x.shape, weight, grad_out, padding=1),
+            F.conv2d_grad_weight(x, weight.shape, grad_out, padding=1),
+        )
+
+    expected = [run(*job) for job in jobs]
+    results = [None] * len(jobs)
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(5):
+                results[i] = run(*jobs[i])
+                for a, e in zip(results[i], expected[i], strict=True):
+                    np.testing.assert_array_equal(a, e)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+
+
+# --- torch parity on the benchmark presets' shapes (small batch) ------------------------
+
+PRESET_SHAPES = [
+    pytest.param(((2, 1, 28, 28), (32, 1, 3, 3), 0), id="mnist-conv1"),
+    pytest.param(((2, 32, 13, 13), (64, 32, 3, 3), 0), id="mnist-conv2"),
+    pytest.param(((2, 16, 32, 32), (32, 16, 3, 3), 1), id="cifar-16x32"),
+    pytest.param(((1, 64, 32, 32), (64, 64, 3, 3), 1), id="cifar-64x64"),
+]
+
+
+@pytest.mark.parametrize("shapes", PRESET_SHAPES)
+def test_conv_matches_torch_on_presets(shapes):
+    torch = pytest.importorskip("torch")
+    x_shape, w_shape, padding = shapes
+    rng = make_rng(8)
+    x = randn(rng, x_shape, np.float32)
+    weight = randn(rng, w_shape, np.float32)
+    bias = randn(rng, w_shape[0], np.float32)
+    y = F.conv2d(x, weight, bias, padding=padding)
+    grad_out = randn(rng, y.shape, np.float32)
+    tx, tw, tb, tg = map(torch.from_numpy, (x, weight, bias, grad_out))
+    n, c, _, _ = x_shape
+    k, _, kh, kw = w_shape
+    pairs = [
+        (y, torch.nn.functional.conv2d(tx, tw, tb, padding=padding), c * kh * kw),
+        (
+            F.conv2d_grad_input(x_shape, weight, grad_out, padding=padding),
+            torch.nn.grad.conv2d_input(x_shape, tw, tg, padding=padding),
+            k * kh * kw,
+        ),
+        (
+            F.conv2d_grad_weight(x, w_shape, grad_out, padding=padding),
+            torch.nn.grad.conv2d_weight(tx, w_shape, tg, padding=padding),
+            n * y.shape[2] * y.shape[3],
+        ),
+        (F.conv2d_grad_bias(grad_out), tg.sum((0, 2, 3)), n * y.shape[2] * y.shape[3]),
+    ]
+    for actual, expected, terms in pairs:
+        # torch sums in float32 too: twice the reference tolerance.
+        assert_close(actual, expected.numpy(), np.float32, atol=2 * atol_for(np.float32, terms))
