@@ -17,7 +17,6 @@ import pytest
 from fastcnn import _presets
 
 SLOW = ("reference", "tutorial")  # a few rounds, no calibration: one call takes ~0.1-5 s
-IMPLEMENTATIONS = ("fastcnn", "reference", "torch", "tutorial")
 
 
 def pytest_addoption(parser):
@@ -40,16 +39,6 @@ def threads(request):
     fastcnn.set_num_threads(n)
     with threadpool_limits(limits=n, user_api="blas"):
         yield n
-
-
-def params(op: str):
-    """``pytest.param(case, impl)`` for every default-preset case of ``op``."""
-    return [
-        pytest.param(case, impl, id=f"{case.preset}-{case.direction}-{impl}")
-        for case in _presets.cases()
-        if case.op == op
-        for impl in IMPLEMENTATIONS
-    ]
 
 
 def _workload(case, impl, threads):

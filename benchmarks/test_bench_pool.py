@@ -1,9 +1,11 @@
 """Max-pool forward (with indices) and backward on the named presets."""
 
 import pytest
-from conftest import params
+
+from fastcnn._presets import cases
 
 
-@pytest.mark.parametrize(("case", "impl"), params("max_pool2d"))
+@pytest.mark.parametrize("impl", ("fastcnn", "reference", "torch"))
+@pytest.mark.parametrize("case", [c for c in cases() if c.op == "max_pool2d"], ids=str)
 def test_max_pool2d(run_case, case, impl):
     run_case(case, impl)
