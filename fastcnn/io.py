@@ -173,11 +173,34 @@ def _array_names(tree) -> list[str]:
     return []
 
 
-def _open_npz(path: str):
-    loaded = np.load(path, allow_pickle=False)
+def _read(f) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read the header tree and the arrays it names from an open binary file."""
+    loaded = np.load(f, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError("not a .npz archive (a single .npy array?)")
-    return loaded
+    with loaded as npz:
+        if _HEADER not in npz.files:
+            raise ValueError(f"no {_HEADER!r} entry: not a file written by fastcnn.save")
+        raw = npz[_HEADER]
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise ValueError(f"{_HEADER!r} entry is not a uint8 vector")
+        header = json.loads(raw.tobytes().decode("utf-8"))
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError(f"header does not name the format {FORMAT!r}")
+        version = header.get("version")
+        if not isinstance(version, int) or not 1 <= version <= VERSION:
+            raise ValueError(
+                f"format version {version!r} is not supported (this fastcnn reads "
+                f"versions 1 to {VERSION}): upgrade fastcnn"
+            )
+        tree = header.get("tree")
+        if not isinstance(tree, dict):
+            raise ValueError("header has no 'tree' mapping")
+        names = _array_names(tree)
+        missing = sorted(set(names) - set(npz.files))
+        if missing:
+            raise ValueError(f"the arrays {missing[:5]} are missing")
+        return tree, {name: npz[name] for name in names}
 
 
 def load(path):
@@ -197,31 +220,11 @@ def load(path):
     """
     path = os.fspath(path)
     try:
-        with _open_npz(path) as npz:
-            if _HEADER not in npz.files:
-                raise ValueError(f"no {_HEADER!r} entry: not a file written by fastcnn.save")
-            raw = npz[_HEADER]
-            if raw.dtype != np.uint8 or raw.ndim != 1:
-                raise ValueError(f"{_HEADER!r} entry is not a uint8 vector")
-            header = json.loads(raw.tobytes().decode("utf-8"))
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise ValueError(f"header does not name the format {FORMAT!r}")
-            version = header.get("version")
-            if not isinstance(version, int) or not 1 <= version <= VERSION:
-                raise ValueError(
-                    f"format version {version!r} is not supported (this fastcnn reads "
-                    f"versions 1 to {VERSION}): upgrade fastcnn"
-                )
-            tree = header.get("tree")
-            if not isinstance(tree, dict):
-                raise ValueError("header has no 'tree' mapping")
-            names = _array_names(tree)
-            missing = sorted(set(names) - set(npz.files))
-            if missing:
-                raise ValueError(f"the arrays {missing[:5]} are missing")
-            members = {name: npz[name] for name in names}
+        # np.load is given an open file: on a damaged archive it would leak its own.
+        with open(path, "rb") as f:
+            tree, members = _read(f)
+        return _decode(tree, members, "")
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except Exception as exc:  # BadZipFile, bad CRC, truncated .npy, bad JSON, ...
         raise ValueError(f"cannot load {path!r}: {type(exc).__name__}: {exc}") from exc
-    return _decode(tree, members, "")
