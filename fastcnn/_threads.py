@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 
 import numba
+from threadpoolctl import ThreadpoolController
 
 from fastcnn import _config  # noqa: F401  (sets the threading-layer priority first)
 from fastcnn._checks import _is_int
@@ -27,7 +28,6 @@ _num_threads = numba.config.NUMBA_NUM_THREADS
 _local = threading.local()  # .applied: the count this thread last gave Numba
 _state_lock = threading.Lock()  # guards the module state below
 _blas_applied = None  # the count threadpoolctl last gave BLAS
-_blas_controller = None
 _serialise = None  # None until the threading layer is known, then a bool
 _launch_lock = threading.RLock()  # re-entrant: a guarded op may call another
 
@@ -54,15 +54,21 @@ def set_num_threads(n: int) -> None:
 
 
 def _apply_blas(n: int) -> None:
-    global _blas_applied, _blas_controller
+    global _blas_applied
     with _state_lock:
         if _blas_applied == n:
             return
-        if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController()
-        _blas_controller.limit(limits=n, user_api="blas")
+        # A fresh controller each time: it also finds BLAS libraries loaded since.
+        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+            # threadpoolctl >= 3.6 lets only the first Python thread that limits OpenBLAS
+            # change it later; fastcnn's count is process-wide, so any thread may apply
+            # it. Release the claim after, so the user's own limits work as before.
+            release = getattr(lib, "clear_controlling_thread", None)
+            if release is not None:
+                release(force=True)
+            lib.set_num_threads(n)
+            if release is not None:
+                release(force=True)
         _blas_applied = n
 
 

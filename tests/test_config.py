@@ -1,0 +1,108 @@
+"""The Numba options live in one place, every kernel uses them, and ``import fastcnn``
+stays free of Numba.
+
+The source scan fails if a kernel module spells its own decorator (``numba.njit``,
+``@njit``, a ``fastmath=`` anywhere) instead of ``fastcnn._config.jit``; the dispatcher
+check confirms at run time that each kernel was built with the shared options.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from numba.core.dispatcher import Dispatcher
+
+from fastcnn import _config
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fastcnn"
+KERNEL_MODULES = sorted(p for p in (PACKAGE / "_kernels").glob("*.py") if p.name != "__init__.py")
+FORBIDDEN_NAMES = {"njit", "jit", "vectorize", "guvectorize", "cfunc", "stencil", "generated_jit"}
+
+
+def test_fastmath_keeps_nan_and_inf():
+    assert _config.FASTMATH, "fast-math flags are expected (reassoc lets sums vectorise)"
+    assert not set(_config.FASTMATH) & {"nnan", "ninf", "fast", "afn"}
+    assert _config.JIT_OPTIONS["cache"] is True
+    assert _config.JIT_OPTIONS["nogil"] is True
+
+
+def _numba_decorators(tree):
+    """(line, text) of every Numba decorator or option not taken from fastcnn._config."""
+    bad = []
+    imported_from_config = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names = {a.asname or a.name for a in node.names}
+            if node.module == "fastcnn._config":
+                imported_from_config |= names
+            elif node.module and node.module.startswith("numba"):
+                bad += [
+                    (node.lineno, f"from {node.module} import {n}")
+                    for n in names
+                    if n in FORBIDDEN_NAMES
+                ]
+        if isinstance(node, ast.keyword) and node.arg == "fastmath":
+            bad.append((node.value.lineno, "fastmath="))
+        if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_NAMES:
+            if isinstance(node.value, ast.Name) and node.value.id == "numba":
+                bad.append((node.lineno, f"numba.{node.attr}"))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for dec in node.decorator_list:
+                func = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(func, ast.Name) and func.id in FORBIDDEN_NAMES:
+                    if func.id not in imported_from_config:
+                        bad.append((dec.lineno, f"@{func.id} not from fastcnn._config"))
+    return bad
+
+
+@pytest.mark.parametrize("path", KERNEL_MODULES, ids=[p.stem for p in KERNEL_MODULES])
+def test_kernel_modules_use_the_shared_decorator(path):
+    bad = _numba_decorators(ast.parse(path.read_text(), filename=str(path)))
+    assert bad == [], f"{path.name}: hard-coded Numba options at {bad}"
+
+
+def test_the_scan_catches_a_hard_coded_decorator():
+    source = (
+        "import numba\nfrom numba import njit\n"
+        "@njit(fastmath=True)\ndef f(x):\n    return x\n"
+        "@numba.njit\ndef g(x):\n    return x\n"
+    )
+    found = {text for _, text in _numba_decorators(ast.parse(source))}
+    assert found == {
+        "from numba import njit",
+        "fastmath=",
+        "numba.njit",
+        "@njit not from fastcnn._config",
+    }
+
+
+def test_no_fastmath_outside_config():
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "_config.py":
+            assert "fastmath" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("path", KERNEL_MODULES, ids=[p.stem for p in KERNEL_MODULES])
+def test_every_kernel_is_built_with_the_shared_options(path):
+    module = importlib.import_module(f"fastcnn._kernels.{path.stem}")
+    kernels = [obj for obj in vars(module).values() if isinstance(obj, Dispatcher)]
+    assert kernels, f"{path.name} defines no kernel"
+    for kernel in kernels:
+        options = kernel.targetoptions
+        name = kernel.py_func.__qualname__
+        assert set(options["fastmath"]) == set(_config.FASTMATH), name
+        assert options["nogil"] is True, name
+        assert options["error_model"] == "numpy", name
+        assert type(kernel._cache).__name__ == "FunctionCache", f"{name} is not cached"
+
+
+def test_import_fastcnn_does_not_import_numba():
+    code = "import sys, fastcnn; assert 'numba' not in sys.modules, 'numba imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
