@@ -21,7 +21,8 @@ class Flatten(Module):
         self._cache = x.shape
         if x.ndim == 3:
             return x.reshape(-1)
-        return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+        # explicit sizes, not -1: an empty batch (0, C, H, W) must become (0, C*H*W)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))) if x.ndim > 2 else x
 
     def _backward(self, grad_out, need_input_grad):
         shape = self._cache
