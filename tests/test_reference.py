@@ -524,6 +524,13 @@ def test_float32_results_are_float64_results_rounded():
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_element_wise_ops_keep_0d_arrays(dtype):
+    x = np.array(-1.5, dtype)
+    for out in (ref.relu(x), ref.relu_backward(x, x), ref.sigmoid(x), ref.sigmoid_backward(x, x)):
+        assert isinstance(out, np.ndarray) and out.shape == () and out.dtype == dtype
+
+
 @pytest.mark.parametrize("case", [p for p in CONV_CASES if p.id == "empty-batch"])
 def test_empty_batch_gives_empty_outputs(case):
     x, weight, bias, g = conv_inputs(case, np.float32, make_rng(12))

@@ -1,7 +1,8 @@
 """Element-wise activations and their backwards, softmax and log-softmax.
 
 ``relu`` only selects values and stays in the input dtype; the rest compute in float64
-and return the input dtype. NaN and infinities propagate as in PyTorch.
+and return the input dtype. NaN and infinities propagate as in PyTorch. Results are
+arrays even for 0-D input (``np.asarray`` turns NumPy's 0-D ufunc scalars back into arrays).
 """
 
 import numpy as np
@@ -12,7 +13,7 @@ from fastcnn import _checks
 def relu(x):
     """``max(x, 0)`` element-wise, of ``x``'s shape and dtype; ``relu(NaN)`` is NaN, as torch."""
     _checks.unary_args(x, "relu")
-    return np.maximum(x, x.dtype.type(0))  # np.maximum propagates NaN
+    return np.asarray(np.maximum(x, x.dtype.type(0)))  # np.maximum propagates NaN
 
 
 def relu_backward(grad_out, x):
@@ -29,7 +30,7 @@ def sigmoid(x):
     """``1 / (1 + exp(-x))`` element-wise, of ``x``'s shape and dtype."""
     _checks.unary_args(x, "sigmoid")
     with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives the right 0
-        return (1 / (1 + np.exp(-x.astype(np.float64)))).astype(x.dtype)
+        return np.asarray(1 / (1 + np.exp(-x.astype(np.float64))), dtype=x.dtype)
 
 
 def sigmoid_backward(grad_out, y):
@@ -39,7 +40,7 @@ def sigmoid_backward(grad_out, y):
     """
     _checks.binary_args(grad_out, y, "sigmoid_backward", "y")
     y64 = y.astype(np.float64)
-    return (grad_out.astype(np.float64) * y64 * (1 - y64)).astype(y.dtype)
+    return np.asarray(grad_out.astype(np.float64) * y64 * (1 - y64), dtype=y.dtype)
 
 
 def _log_softmax64(x, axis):
