@@ -88,11 +88,7 @@ def assert_fd(loss, x, analytic, seed=0):
 def test_conv2d_gradients_match_finite_differences(case):
     x, weight, bias, g = conv_inputs(case, np.float64, make_rng(1))
     kw = conv_kwargs(case)
-    if bias is None:
-        bias_for_fd = np.zeros(weight.shape[0])
-    else:
-        bias_for_fd = bias
-
+    bias_for_fd = np.zeros(weight.shape[0]) if bias is None else bias
     assert_fd(
         lambda x_: np.sum(ref.conv2d(x_, weight, bias, **kw) * g),
         x,
