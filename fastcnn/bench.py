@@ -53,8 +53,10 @@ class Effort:
 FULL = Effort(budget=2.0, reference_budget=2.0, gemm_budget=3.0, min_samples=10)
 QUICK = Effort(budget=0.4, reference_budget=0.5, gemm_budget=1.0, min_samples=5)
 SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts about this long
-PAUSE_SECONDS = 0.005  # idle time before each sample: lets the OpenMP threads of the
-# implementation timed before (GNU OpenMP spins a while after each parallel region) go idle
+# Idle time before each sample: GNU OpenMP threads spin for a few ms after each parallel
+# region, and torch and Numba each have their own pool; the pause lets the pool of the
+# implementation timed before go to sleep instead of competing for the cores.
+PAUSE_SECONDS = 0.01
 
 
 # --- timing --------------------------------------------------------------------------
@@ -90,8 +92,14 @@ def time_calls(fns: dict, *, budget: float, min_samples: int, samples: int | Non
         number[name] = max(1, round(SAMPLE_SECONDS / (time.perf_counter() - start)))
     per_call = {name: [] for name in fns}
     deadline = time.perf_counter() + budget
+
+    def more(rounds: int) -> bool:
+        if samples is not None:
+            return rounds < samples
+        return rounds < min_samples or time.perf_counter() < deadline
+
     rounds = 0
-    while rounds < (samples or min_samples) or (samples is None and time.perf_counter() < deadline):
+    while more(rounds):
         for name, fn in fns.items():
             time.sleep(PAUSE_SECONDS)
             start = time.perf_counter()
@@ -101,7 +109,9 @@ def time_calls(fns: dict, *, budget: float, min_samples: int, samples: int | Non
         rounds += 1
     timings = {}
     for name, times in per_call.items():
-        q1, median, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
+        q1, median, q3 = (
+            statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
+        )
         timings[name] = Timing(median, q1, q3, len(times), number[name], first[name])
     return timings
 
@@ -371,7 +381,7 @@ def _bench(args, names, threads: int, torch) -> None:
     info = fastcnn.info()
     versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
     versions["torch"] = torch.__version__ if torch is not None else None
-    versions["blas"] = [f"{b['library']} {b['version']}" for b in info["blas"]]
+    versions["blas"] = ", ".join(f"{b['library']} {b['version']}" for b in info["blas"])
     gemm = measure_gemm(effort, args.repeats)
     print(
         f"fastcnn bench: {info['cpu']} ({info['cpu_target']}, {os.cpu_count()} cpus), "
