@@ -726,3 +726,14 @@ def test_sequential_indexing():
     net = nn.Sequential(*layers)
     assert len(net) == 3 and list(net) == layers and net[-1] is layers[2]
     assert list(net[1:]) == layers[1:]
+
+
+def test_attribute_assignment_registers_and_unregisters():
+    """Assigning a Parameter or Module registers it in order; replacing it by None forgets it."""
+    conv = nn.Conv2d(1, 2, 3, rng=0)
+    assert [n for n, _ in conv.named_parameters()] == ["weight", "bias"]
+    conv.bias = None
+    assert list(conv.state_dict()) == ["weight"]
+    net = nn.Sequential(nn.ReLU())
+    net.head = nn.Linear(2, 1, rng=0)
+    assert list(net.state_dict()) == ["head.weight", "head.bias"]

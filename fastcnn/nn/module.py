@@ -132,12 +132,14 @@ class Module:
         params = self.__dict__.get("_parameters")
         if params is None:
             raise AttributeError(f"{type(self).__name__}: call Module.__init__() first")
-        params.pop(name, None)
-        self._modules.pop(name, None)
-        if isinstance(value, Parameter):
-            params[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        # Register parameters and sub-modules; forget one that is being replaced.
+        if isinstance(value, (Parameter, Module)) or name in params or name in self._modules:
+            params.pop(name, None)
+            self._modules.pop(name, None)
+            if isinstance(value, Parameter):
+                params[name] = value
+            elif isinstance(value, Module):
+                self._modules[name] = value
         object.__setattr__(self, name, value)
 
     # --- forward and backward -----------------------------------------------------------
