@@ -13,6 +13,7 @@ default, all cores); thread count, shape, FLOPs and GFLOP/s go into ``extra_info
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from fastcnn import _presets
 
@@ -85,10 +86,13 @@ def run_case(benchmark, threads):
         benchmark.group = case.group
         info = {"impl": impl, "threads": threads, "shape": str(case.shape), "flops": case.flops}
         benchmark.extra_info.update(info)
-        if impl in SLOW:
-            benchmark.pedantic(fn, rounds=3, iterations=1)
-        else:
-            benchmark(fn)
+        # the first call may have loaded a thread pool (Numba's np.dot loads SciPy's
+        # OpenBLAS): limit every BLAS and OpenMP pool to the benchmark's thread count
+        with threadpool_limits(limits=threads):
+            if impl in SLOW:
+                benchmark.pedantic(fn, rounds=3, iterations=1)
+            else:
+                benchmark(fn)
         if case.flops and benchmark.stats:
             benchmark.extra_info["gflops"] = case.flops / benchmark.stats.stats.median / 1e9
 

@@ -6,7 +6,7 @@ median time and interquartile range, GFLOP/s, percent of this machine's GEMM pea
 float32 matmul measured at the start of the run at the same thread count), fastcnn's time
 over torch's, and the reference's time over fastcnn's.
 
-Timing (:func:`time_calls`): the first call of each callable is timed on its own (for
+Timing (:func:`measure_case`): the first call of each callable is timed on its own (for
 fastcnn that is the kernel's compile or cache load, the "first ms" column), one more call
 warms up, then samples of ``number`` calls each (``number`` chosen so a sample lasts ~20 ms)
 alternate between fastcnn and torch until the time budget is spent; the median and
@@ -38,6 +38,7 @@ from pathlib import Path
 from fastcnn import _presets
 
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+OPTIONS = ("preset", "quick", "threads", "no_torch", "repeats", "compile", "json")  # in the JSON
 
 
 @dataclass(frozen=True)
@@ -64,32 +65,31 @@ PAUSE_SECONDS = 0.01
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call: median and quartiles over ``samples`` samples of ``number`` calls,
-    and the process's ``first`` call (compile or cache load, for a JIT kernel)."""
+    """Seconds per call: median and quartiles over ``samples`` samples of ``number`` calls."""
 
     median: float
     q1: float
     q3: float
     samples: int
     number: int
-    first: float
+
+
+def time_once(fn) -> float:
+    """Seconds taken by one call of ``fn`` (the first: compile or cache load, for a kernel)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def time_calls(fns: dict, *, budget: float, min_samples: int, samples: int | None = None):
     """Time each zero-argument callable in ``fns`` and return ``{name: Timing}``.
 
+    One warm-up call each sets how many calls make a sample (about ``SAMPLE_SECONDS``).
     Samples alternate between the callables, so a slow spell of a shared machine hits all
     of them alike. Sampling stops after ``samples`` rounds if given, else once at least
     ``min_samples`` rounds are done and ``budget`` seconds have passed.
     """
-    first, number = {}, {}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        fn()
-        first[name] = time.perf_counter() - start
-        start = time.perf_counter()
-        fn()  # warm-up, and the time of one call
-        number[name] = max(1, round(SAMPLE_SECONDS / (time.perf_counter() - start)))
+    number = {name: max(1, round(SAMPLE_SECONDS / time_once(fn))) for name, fn in fns.items()}
     per_call = {name: [] for name in fns}
     deadline = time.perf_counter() + budget
 
@@ -112,7 +112,7 @@ def time_calls(fns: dict, *, budget: float, min_samples: int, samples: int | Non
         q1, median, q3 = (
             statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
         )
-        timings[name] = Timing(median, q1, q3, len(times), number[name], first[name])
+        timings[name] = Timing(median, q1, q3, len(times), number[name])
     return timings
 
 
@@ -130,6 +130,7 @@ def _import_torch():
 def measure_gemm(effort: Effort, samples: int | None) -> dict:
     """Time NumPy's float32 GEMM (:func:`fastcnn._presets.gemm_workload`): the peak."""
     fn, flops = _presets.gemm_workload()
+    fn()
     t = time_calls({"gemm": fn}, budget=effort.gemm_budget, min_samples=5, samples=samples)
     t = t["gemm"]
     return {
@@ -140,16 +141,25 @@ def measure_gemm(effort: Effort, samples: int | None) -> dict:
     }
 
 
-def measure_case(case, torch, effort: Effort, samples: int | None, gemm_gflops: float) -> dict:
-    """Time one case with fastcnn, torch (if given) and the reference (if affordable)."""
+def measure_case(case, torch, effort: Effort, samples, gemm_gflops: float, limit_pools) -> dict:
+    """Time one case with fastcnn, torch (if given) and the reference (if affordable).
+
+    ``limit_pools()`` is called after the first calls, which may have loaded a thread pool
+    (Numba's ``np.dot`` loads SciPy's OpenBLAS), so that it too runs on the benchmark's
+    thread count.
+    """
     fns = {"fastcnn": _presets.workload(case, "fastcnn")}
     if torch is not None:
         fns["torch"] = _presets.workload(case, "torch")
-    timings = time_calls(fns, budget=effort.budget, min_samples=effort.min_samples, samples=samples)
     if "reference" in case.implementations:
-        ref = _presets.workload(case, "reference")
+        fns["reference"] = _presets.workload(case, "reference")
+    first = {name: time_once(fn) for name, fn in fns.items()}
+    limit_pools()
+    reference = {"reference": fns.pop("reference")} if "reference" in fns else {}
+    timings = time_calls(fns, budget=effort.budget, min_samples=effort.min_samples, samples=samples)
+    if reference:  # slow: timed on its own, with its own budget
         timings |= time_calls(
-            {"reference": ref}, budget=effort.reference_budget, min_samples=3, samples=samples
+            reference, budget=effort.reference_budget, min_samples=3, samples=samples
         )
     fast = timings["fastcnn"].median
     row = {
@@ -162,6 +172,7 @@ def measure_case(case, torch, effort: Effort, samples: int | None, gemm_gflops: 
         "pct_gemm": 100 * case.flops / fast / 1e9 / gemm_gflops if case.flops else None,
         "torch_ratio": fast / timings["torch"].median if "torch" in timings else None,
         "reference_speedup": timings["reference"].median / fast if "reference" in timings else None,
+        "first_call": first,
     }
     for impl in _presets.IMPLEMENTATIONS:
         row[impl] = asdict(timings[impl]) if impl in timings else None
@@ -207,7 +218,7 @@ COLUMNS = (
     ("IQR ms", 8, lambda r: (r["fastcnn"]["q3"] - r["fastcnn"]["q1"]) * 1e3, "{:.3f}"),
     ("GFLOP/s", 8, "gflops", "{:.1f}"),
     ("%GEMM", 6, "pct_gemm", "{:.0f}%"),
-    ("first ms", 9, lambda r: r["fastcnn"]["first"] * 1e3, "{:.1f}"),
+    ("first ms", 9, lambda r: r["first_call"]["fastcnn"] * 1e3, "{:.1f}"),
     ("torch ms", 9, lambda r: r["torch"] and r["torch"]["median"] * 1e3, "{:.3f}"),
     ("/torch", 7, "torch_ratio", "{:.2f}"),
     ("ref ms", 9, lambda r: r["reference"] and r["reference"]["median"] * 1e3, "{:.1f}"),
@@ -342,11 +353,11 @@ def run(args: argparse.Namespace) -> int:
     torch = None if args.no_torch or args.first_calls else _import_torch()
     threads = args.threads or fastcnn.get_num_threads()
     try:
-        with _threads(threads, torch):
+        with _threads(threads, torch) as limit_pools:
             if args.first_calls:  # the child process of --compile
                 print(json.dumps(_first_calls(names)))
             else:
-                _bench(args, names, threads, torch)
+                _bench(args, names, threads, torch, limit_pools)
     except ValueError as exc:  # a thread count beyond the threads Numba launched
         print(f"fastcnn bench: {exc}", file=sys.stderr)
         return 2
@@ -355,25 +366,32 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _threads(n: int, torch):
-    """Run fastcnn, BLAS (the GEMM peak, the reference) and torch on ``n`` threads."""
+    """Run fastcnn, torch and every BLAS and OpenMP pool on ``n`` threads; restore on exit.
+
+    Yields a function that limits the pools loaded since (threadpoolctl only sees loaded
+    libraries). Idle pools left at the default size were seen to slow torch 100-fold at
+    ``n=1`` next to Numba's OpenMP pool.
+    """
     from threadpoolctl import threadpool_limits
 
     import fastcnn
 
     before = fastcnn.get_num_threads(), torch and torch.get_num_threads()
-    fastcnn.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            if torch is not None:
-                torch.set_num_threads(n)
-            yield
-    finally:
-        fastcnn.set_num_threads(before[0])
+    with contextlib.ExitStack() as limits:
+        fastcnn.set_num_threads(n)
+        limits.callback(fastcnn.set_num_threads, before[0])
         if torch is not None:
-            torch.set_num_threads(before[1])
+            torch.set_num_threads(n)
+            limits.callback(torch.set_num_threads, before[1])
+
+        def limit_pools():
+            limits.enter_context(threadpool_limits(limits=n))
+
+        limit_pools()
+        yield limit_pools
 
 
-def _bench(args, names, threads: int, torch) -> None:
+def _bench(args, names, threads: int, torch, limit_pools) -> None:
     """Measure and print the GEMM peak and every case; save the JSON if asked."""
     import fastcnn
 
@@ -397,7 +415,7 @@ def _bench(args, names, threads: int, torch) -> None:
     print(format_header())
     rows = []
     for case in _presets.cases(names):
-        rows.append(measure_case(case, torch, effort, args.repeats, gemm["gflops"]))
+        rows.append(measure_case(case, torch, effort, args.repeats, gemm["gflops"], limit_pools))
         print(format_row(rows[-1]), flush=True)
     print()
     for line in format_summary(rows):
@@ -410,7 +428,7 @@ def _bench(args, names, threads: int, torch) -> None:
 
     if args.json:
         result = {
-            "options": {k: v for k, v in vars(args).items() if k != "first_calls"},
+            "options": {k: getattr(args, k) for k in OPTIONS},
             "machine": {k: info[k] for k in ("cpu", "cpu_target", "cpu_features")}
             | {"cpus": os.cpu_count()},
             "versions": versions,
