@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,36 @@ def test_import_fastcnn_does_not_import_numba():
     code = "import sys, fastcnn; assert 'numba' not in sys.modules, 'numba imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_float32_kernels_compute_in_float32(tmp_path):
+    """No float64 literal promotes float32 arithmetic: the LLVM IR of freshly compiled
+    float32 kernels holds no ``double`` at all. (Batch-norm and the losses accumulate in
+    float64 on purpose, so they are not in this list.)"""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        from fastcnn._kernels import activation, loss, pool
+
+        x = np.ones((2, 3, 4), np.float32)
+        out = np.empty_like(x)
+        y = np.empty((2, 1, 2), np.float32)
+        idx = np.empty((2, 1, 2), np.int64)
+        activation.sigmoid(x.ravel(), out.ravel())
+        activation.sigmoid_backward(x.ravel(), x.ravel(), out.ravel())
+        loss.log_softmax(x, out)
+        pool.max_pool(x, 2, 2, 2, 2, 0, 0, y, idx)
+        for kernel in (activation.sigmoid, activation.sigmoid_backward, loss.log_softmax,
+                       pool.max_pool):
+            (ir,) = kernel.inspect_llvm().values()
+            print(kernel.__name__, "double" in ir)
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR available
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.split("\n")
+    assert [line for line in lines if line.endswith("True")] == []
+    assert len([line for line in lines if line.endswith("False")]) == 4
