@@ -40,18 +40,20 @@ def _tap_range(offset, stride, size, out_size):
 
 
 @jit(parallel=True)
-def _im2col(x, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols, image_row, image_col):
-    """Fill the column matrix of images ``n0 .. n0+nb-1``.
+def _im2col(x, tile, kh, kw, sh, sw, ph, pw, dh, dw, ow, cols, image_row, image_col):
+    """Fill the column matrix of one tile: output rows ``oy0 .. oy1-1`` of images
+    ``n0 .. n0+nb-1``, where ``tile = (n0, nb, oy0, oy1)``.
 
-    x: (N, C, H, W). cols: 2-D, C-contiguous; image ``b`` of the chunk, tap ``r`` and output
-    position ``p`` go to ``cols[b*image_row + r, b*image_col + p]``: ``image_row = CKK,
-    image_col = 0`` stacks the images' (CKK, P) matrices; ``image_row = 0, image_col = P``
-    puts them side by side in one (CKK, nb*P) matrix.
+    x: (N, C, H, W). cols: 2-D, C-contiguous; image ``b`` of the tile, tap ``r`` and output
+    pixel ``(oy, ox)`` go to ``cols[b*image_row + r, b*image_col + (oy - oy0)*ow + ox]``:
+    ``image_row = CKK, image_col = 0`` stacks the images' (CKK, T) matrices;
+    ``image_row = 0, image_col = T`` puts them side by side in one (CKK, nb*T) matrix.
 
     Parallel over (image, channel) pairs: each owns the rows of its taps in its own image's
     block, so no two iterations write the same element.
     """
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    n0, nb, oy0, oy1 = tile
     zero = cols.dtype.type(0)
     for t in prange(nb * c):
         b = t // c
@@ -63,9 +65,9 @@ def _im2col(x, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols, image_row, 
                 off = j * dw - pw
                 lo, hi = _tap_range(off, sw, w, ow)
                 row = cols[r]
-                for oy in range(oh):
+                for oy in range(oy0, oy1):
                     iy = oy * sh - ph + i * dh
-                    dst = b * image_col + oy * ow
+                    dst = b * image_col + (oy - oy0) * ow
                     if iy < 0 or iy >= h:
                         for ox in range(ow):
                             row[dst + ox] = zero
@@ -84,37 +86,110 @@ def _im2col(x, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols, image_row, 
 
 
 @jit(parallel=True)
-def _col2im(cols, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, out, image_row, image_col):
-    """Overwrite ``out[n0 : n0+nb]`` with the sum of the column matrix's taps (im2col's adjoint).
+def _col2im(cols, tile, kh, kw, sh, sw, ph, pw, dh, dw, ow, out, image_row, image_col):
+    """Add the column matrix of one tile onto ``out[n0 : n0+nb]`` (im2col's adjoint).
 
-    cols: laid out as in :func:`_im2col`. out: (N, C, H, W); pixels no tap reaches get 0.
+    cols: laid out as in :func:`_im2col`, ``tile = (n0, nb, oy0, oy1)``. out: (N, C, H, W).
+    A tile starting at output row 0 first zeroes its planes, so pixels no tap reaches get 0
+    and later row tiles of the same images accumulate.
 
     Parallel over (image, channel) pairs: each zeroes and accumulates only its own output
     plane ``out[n0+b, c]``, reading its own rows of ``cols``, so no element is shared.
     """
     c, h, w = out.shape[1], out.shape[2], out.shape[3]
+    n0, nb, oy0, oy1 = tile
     for t in prange(nb * c):
         b = t // c
         ci = t - b * c
         plane = out[n0 + b, ci]
-        plane[:] = 0
+        if oy0 == 0:
+            plane[:] = 0
         for i in range(kh):
             for j in range(kw):
                 r = b * image_row + (ci * kh + i) * kw + j
                 off = j * dw - pw
                 lo, hi = _tap_range(off, sw, w, ow)
                 row = cols[r]
-                for oy in range(oh):
+                for oy in range(oy0, oy1):
                     iy = oy * sh - ph + i * dh
                     if 0 <= iy < h:
                         dst = plane[iy]
-                        src = b * image_col + oy * ow
+                        src = b * image_col + (oy - oy0) * ow
                         if sw == 1:
                             for ox in range(lo, hi):
                                 dst[ox + off] += row[src + ox]
                         else:
                             for ox in range(lo, hi):
                                 dst[ox * sw + off] += row[src + ox]
+
+
+@jit(parallel=True)
+def _pad_planes(x, n0, nb, ph, pw, xp):
+    """Copy images ``n0 .. n0+nb-1`` of x (N, C, H, W) into xp (nb*C*HP*WP + tail,) as
+    zero-padded planes of HP = H + 2*ph rows of WP = W + 2*pw; the tail is zeroed.
+
+    Parallel over (image, channel) pairs: each writes only its own padded plane.
+    """
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    wp = w + 2 * pw
+    size = (h + 2 * ph) * wp
+    xp[nb * c * size :] = 0
+    for t in prange(nb * c):
+        plane = xp[t * size : (t + 1) * size]
+        plane[: ph * wp] = 0
+        plane[(ph + h) * wp :] = 0
+        src = x[n0 + t // c, t % c]
+        for y in range(h):
+            row = plane[(ph + y) * wp : (ph + y + 1) * wp]
+            row[:pw] = 0
+            for xi in range(w):
+                row[pw + xi] = src[y, xi]
+            row[pw + w :] = 0
+
+
+@jit(parallel=True)
+def _im2col_wrap(xp, c, hp, wp, kh, kw, dh, dw, oy0, cols):
+    """Column matrix of stride-1 output rows ``oy0 ..`` of nb padded images, in "wrapped" form.
+
+    xp: padded planes from :func:`_pad_planes`. cols: (nb*CKK, L) with ``L = rows*WP``:
+    column ``q = (oy - oy0)*WP + ox`` covers every ``ox < WP``, so row ``(c, i, j)`` is one
+    contiguous run of xp starting at ``(oy0 + i*dh)*WP + j*dw``. Columns with ``ox >= OW``
+    wrap into the next padded row: their results are computed and thrown away.
+
+    Parallel over (image, channel) pairs: each owns its KH*KW rows of ``cols``.
+    """
+    ckk = c * kh * kw
+    size = hp * wp
+    length = cols.shape[1]
+    nb = cols.shape[0] // ckk
+    for t in prange(nb * c):
+        b = t // c
+        ci = t - b * c
+        for i in range(kh):
+            for j in range(kw):
+                start = t * size + (oy0 + i * dh) * wp + j * dw
+                cols[b * ckk + (ci * kh + i) * kw + j, :] = xp[start : start + length]
+
+
+@jit(parallel=True)
+def _unwrap(tmp, y, n0, oy0, wp, bias):
+    """``y[n0+b, k, oy0+r, ox] = tmp[b, k, r*WP + ox] + bias[k]``: drop the wrapped columns.
+
+    tmp: (nb, K, rows*WP) GEMM result of :func:`_im2col_wrap`'s columns. y: (N, K, OH, OW).
+    Parallel over (image, channel) pairs: each writes its own output rows.
+    """
+    nb, k = tmp.shape[0], tmp.shape[1]
+    ow = y.shape[3]
+    rows = tmp.shape[2] // wp
+    for t in prange(nb * k):
+        b = t // k
+        ki = t - b * k
+        bk = bias[ki]
+        for r in range(rows):
+            dst = y[n0 + b, ki, oy0 + r]
+            src = tmp[b, ki, r * wp : r * wp + ow]
+            for ox in range(ow):
+                dst[ox] = src[ox] + bk
 
 
 @jit(parallel=True)
@@ -147,14 +222,29 @@ def _sum_bias(grad_out, out):
 # --- drivers ---------------------------------------------------------------------------
 
 
-def _chunk(g, itemsize: int) -> int:
-    """Images per chunk: as many as keep the column matrix within :data:`CHUNK_BYTES`."""
-    per_image = g.c * g.kh * g.kw * g.oh * g.ow * itemsize
-    return max(1, min(g.n, CHUNK_BYTES // max(per_image, 1)))
+def _tiles(g, itemsize: int):
+    """Split the work into tiles ``(n0, nb, oy0, oy1)`` whose column matrix fits
+    :data:`CHUNK_BYTES`: several whole images while one image fits, else blocks of output
+    rows of one image (so the matrix stays in cache between im2col and the GEMM)."""
+    row_bytes = g.c * g.kh * g.kw * g.ow * itemsize
+    if row_bytes * g.oh <= CHUNK_BYTES:
+        nb = max(1, CHUNK_BYTES // (row_bytes * g.oh))
+        for n0 in range(0, g.n, nb):
+            yield n0, min(nb, g.n - n0), 0, g.oh
+    else:
+        rows = max(1, CHUNK_BYTES // row_bytes)
+        for n0 in range(g.n):
+            for oy0 in range(0, g.oh, rows):
+                yield n0, 1, oy0, min(g.oh, oy0 + rows)
+
+
+def _max_tile(g, itemsize: int) -> int:
+    """Output pixels (images x positions) in the largest tile of :func:`_tiles`."""
+    return max(nb * (oy1 - oy0) * g.ow for _, nb, oy0, oy1 in _tiles(g, itemsize))
 
 
 def _geometry_args(g):
-    return g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.oh, g.ow
+    return g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.ow
 
 
 def _is_pointwise(g) -> bool:
@@ -165,8 +255,9 @@ def _is_pointwise(g) -> bool:
 def forward(x, weight, bias, g, out):
     """Convolution: ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias``.
 
-    ``bias`` is (K,) or None. Per chunk of images: im2col, then one batched GEMM that writes
-    NCHW output directly.
+    ``bias`` is (K,) or None. Stride 1 (any padding and dilation) takes the wrapped path
+    of :func:`_forward_wrapped`; other strides, per tile: im2col, then one (batched) GEMM
+    that writes the tile's pixels of the NCHW output in place.
     """
     if g.n == 0:
         return
@@ -175,23 +266,55 @@ def forward(x, weight, bias, g, out):
     y = out.reshape(g.n, g.k, p)
     if _is_pointwise(g):
         np.matmul(w2d, x.reshape(g.n, g.c, p), out=y)
+    elif g.sh == g.sw == 1:
+        if bias is None:
+            bias = scratch("conv.zero_bias", (g.k,), x.dtype)
+            bias[:] = 0
+        _forward_wrapped(x, w2d, bias, g, out)
+        return
     else:
-        nb = _chunk(g, x.itemsize)
-        buf = scratch("conv.cols", (nb * ckk, p), x.dtype)
-        for n0 in range(0, g.n, nb):
-            m = min(nb, g.n - n0)
-            cols = buf[: m * ckk]
-            _im2col(x, n0, m, *_geometry_args(g), cols, ckk, 0)
-            np.matmul(w2d, cols.reshape(m, ckk, p), out=y[n0 : n0 + m])
+        buf = scratch("conv.cols", (ckk * _max_tile(g, x.itemsize),), x.dtype)
+        for tile in _tiles(g, x.itemsize):
+            n0, nb, oy0, oy1 = tile
+            t = (oy1 - oy0) * g.ow
+            cols = buf[: nb * ckk * t].reshape(nb * ckk, t)
+            _im2col(x, tile, *_geometry_args(g), cols, ckk, 0)
+            dst = y[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
+            np.matmul(w2d, cols.reshape(nb, ckk, t), out=dst)
     if bias is not None:
         _add_bias(y, bias)
+
+
+def _forward_wrapped(x, w2d, bias, g, out):
+    """Stride-1 forward on wrapped columns (see :func:`_im2col_wrap`): each column row is one
+    contiguous copy of a padded plane instead of OH short runs, at the price of computing
+    WP - OW discarded columns per output row and one pass to drop them (fused with bias)."""
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    ckk = g.c * g.kh * g.kw
+    tail = (g.kw - 1) * g.dw  # the last row of the last plane reads this far past its end
+    row_bytes = ckk * wp * x.itemsize
+    nb = max(1, min(g.n, CHUNK_BYTES // (row_bytes * g.oh)))
+    rows = g.oh if nb > 1 else max(1, min(g.oh, CHUNK_BYTES // row_bytes))
+    xp = scratch("conv.padded", (nb * g.c * hp * wp + tail,), x.dtype)
+    cols_buf = scratch("conv.cols", (nb * ckk * rows * wp,), x.dtype)
+    tmp_buf = scratch("conv.wrapped_out", (nb * g.k * rows * wp,), x.dtype)
+    for n0 in range(0, g.n, nb):
+        m = min(nb, g.n - n0)
+        _pad_planes(x, n0, m, g.ph, g.pw, xp[: m * g.c * hp * wp + tail])
+        for oy0 in range(0, g.oh, rows):
+            length = (min(g.oh, oy0 + rows) - oy0) * wp
+            cols = cols_buf[: m * ckk * length].reshape(m * ckk, length)
+            _im2col_wrap(xp, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, oy0, cols)
+            tmp = tmp_buf[: m * g.k * length].reshape(m, g.k, length)
+            np.matmul(w2d, cols.reshape(m, ckk, length), out=tmp)
+            _unwrap(tmp, out, n0, oy0, wp, bias)
 
 
 def grad_input(weight, grad_out, g, out):
     """Input gradient: ``out (N, C, H, W)`` from weight (K, C, KH, KW), grad_out (N, K, OH, OW).
 
-    Per chunk of images: ``cols = weight(K, CKK).T @ grad_out_n(K, P)`` by one batched GEMM,
-    then col2im scatters the taps back onto the input planes.
+    Per tile: ``cols = weight(K, CKK).T @ grad_out(K, T)`` by one (batched) GEMM, then
+    col2im adds the taps back onto the input planes.
     """
     if g.n == 0:
         return
@@ -201,21 +324,22 @@ def grad_input(weight, grad_out, g, out):
     if _is_pointwise(g):
         np.matmul(w2d_t, go, out=out.reshape(g.n, g.c, p))
         return
-    nb = _chunk(g, grad_out.itemsize)
-    buf = scratch("conv.cols", (nb * ckk, p), grad_out.dtype)
-    for n0 in range(0, g.n, nb):
-        m = min(nb, g.n - n0)
-        cols = buf[: m * ckk]
-        np.matmul(w2d_t, go[n0 : n0 + m], out=cols.reshape(m, ckk, p))
-        _col2im(cols, n0, m, *_geometry_args(g), out, ckk, 0)
+    buf = scratch("conv.cols", (ckk * _max_tile(g, grad_out.itemsize),), grad_out.dtype)
+    for tile in _tiles(g, grad_out.itemsize):
+        n0, nb, oy0, oy1 = tile
+        t = (oy1 - oy0) * g.ow
+        cols = buf[: nb * ckk * t].reshape(nb * ckk, t)
+        src = go[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
+        np.matmul(w2d_t, src, out=cols.reshape(nb, ckk, t))
+        _col2im(cols, tile, *_geometry_args(g), out, ckk, 0)
 
 
 def grad_weight(x, grad_out, g, out):
     """Weight gradient: ``out (K, C, KH, KW)`` from x (N, C, H, W), grad_out (N, K, OH, OW).
 
-    Per chunk of images: im2col into one (CKK, nb*P) matrix, grad_out regrouped as
-    (K, nb*P), and one GEMM ``grad_out @ cols.T`` summing over images and positions at once.
-    Chunks after the first are added serially.
+    Per tile: im2col into one (CKK, nb*T) matrix, grad_out's tile as (K, nb*T) (a view
+    for one image, regrouped for several), and one GEMM ``grad_out @ cols.T`` summing over
+    the tile's images and pixels at once. Tiles after the first are added serially.
     """
     ckk, p = g.c * g.kh * g.kw, g.oh * g.ow
     gw = out.reshape(g.k, ckk)
@@ -223,17 +347,22 @@ def grad_weight(x, grad_out, g, out):
         gw[:] = 0
         return
     go = grad_out.reshape(g.n, g.k, p)
-    nb = _chunk(g, x.itemsize)
-    cols_buf = scratch("conv.cols", (ckk, nb * p), x.dtype)
-    go_buf = scratch("conv.grad_out", (g.k, nb * p), x.dtype)
+    size = _max_tile(g, x.itemsize)
+    cols_buf = scratch("conv.cols", (ckk * size,), x.dtype)
+    go_buf = scratch("conv.grad_out", (g.k * size,), x.dtype)
     partial = scratch("conv.partial", (g.k, ckk), x.dtype)
-    for n0 in range(0, g.n, nb):
-        m = min(nb, g.n - n0)
-        cols = cols_buf.reshape(-1)[: ckk * m * p].reshape(ckk, m * p)
-        go_t = go_buf.reshape(-1)[: g.k * m * p].reshape(g.k, m * p)
-        _im2col(x, n0, m, *_geometry_args(g), cols, 0, p)
-        go_t.reshape(g.k, m, p)[...] = go[n0 : n0 + m].transpose(1, 0, 2)
-        if n0 == 0:
+    for tile in _tiles(g, x.itemsize):
+        n0, nb, oy0, oy1 = tile
+        t = (oy1 - oy0) * g.ow
+        cols = cols_buf[: ckk * nb * t].reshape(ckk, nb * t)
+        _im2col(x, tile, *_geometry_args(g), cols, 0, t)
+        src = go[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
+        if nb == 1:
+            go_t = src[0]
+        else:
+            go_t = go_buf[: g.k * nb * t].reshape(g.k, nb * t)
+            go_t.reshape(g.k, nb, t)[...] = src.transpose(1, 0, 2)
+        if n0 == 0 and oy0 == 0:
             np.matmul(go_t, cols.T, out=gw)
         else:
             np.matmul(go_t, cols.T, out=partial)
