@@ -185,7 +185,7 @@ class Case:
 
 def cases(names=None) -> list[Case]:
     """The cases of the named presets (default :data:`DEFAULT_PRESETS`), in table order."""
-    names = DEFAULT_PRESETS if names is None else tuple(names)
+    names = DEFAULT_PRESETS if names is None else (names,) if isinstance(names, str) else names
     unknown = sorted(set(names) - set(PRESET_NAMES))
     if unknown:
         raise ValueError(f"unknown preset(s) {unknown}; choose from {list(PRESET_NAMES)}")
