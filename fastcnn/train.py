@@ -5,8 +5,8 @@
 
     {"format": "fastcnn-checkpoint", "epoch": 3,
      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-     "rng": rng.bit_generator.state, "history": [{"epoch": 1, ...}, ...],
-     "config": {...}}
+     "rng": rng.bit_generator.state, "layer_rngs": {"3": dropout.rng.bit_generator.state},
+     "history": [{"epoch": 1, ...}, ...], "config": {...}}
 
 and ``fit(..., resume=True)`` restores all of it, so a run that was killed and resumed
 ends bitwise equal to one that never stopped (same seed and thread count). The random
@@ -103,6 +103,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def _layer_generators(module, prefix: str = "") -> dict[str, np.random.Generator]:
+    """The random generators owned by layers (``Dropout.rng``), keyed by module path."""
+    found = {}
+    if isinstance(getattr(module, "rng", None), np.random.Generator):
+        found[prefix or "."] = module.rng
+    for name, child in getattr(module, "_modules", {}).items():
+        found.update(_layer_generators(child, f"{prefix}.{name}" if prefix else name))
+    return found
+
+
 def _check_resume(path, saved: dict, config: dict | None) -> None:
     if config is None:
         return
@@ -178,6 +188,9 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
+        generators = _layer_generators(model)
+        for path, saved in state.get("layer_rngs", {}).items():
+            generators[path].bit_generator.state = saved
         history = list(state["history"])
         start = int(state["epoch"])
         log(f"resumed from {os.fspath(checkpoint)} after epoch {start}")
@@ -244,6 +257,7 @@ def _save_checkpoint(path, model, optimizer, rng, epoch, history, config) -> Non
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": rng.bit_generator.state,
+            "layer_rngs": {k: g.bit_generator.state for k, g in _layer_generators(model).items()},
             "history": history,
             "config": config or {},
         },
