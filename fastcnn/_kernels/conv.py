@@ -30,6 +30,10 @@ from fastcnn._workspace import scratch
 # near the caches and keep peak memory independent of the batch size.
 CHUNK_BYTES = 4 << 20
 
+# Up to this many taps (C*KH*KW) per output pixel, the stride-1 forward multiplies directly
+# instead of building columns for a GEMM (which runs poorly with such a short inner size).
+DIRECT_MAX_TAPS = 16
+
 
 @jit()
 def _tap_range(offset, stride, size, out_size):
@@ -172,6 +176,41 @@ def _im2col_wrap(xp, c, hp, wp, kh, kw, dh, dw, oy0, cols):
 
 
 @jit(parallel=True)
+def _direct_wrapped(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
+    """Direct stride-1 convolution of nb padded images, for few taps (small C*KH*KW).
+
+    xp: padded planes from :func:`_pad_planes`; weight (K, C, KH, KW); bias (K,);
+    y: (N, K, OH, OW), images ``n0 ..`` written. Each output plane is first computed in
+    wrapped form (rows of WP, see :func:`_im2col_wrap`) as one long contiguous
+    multiply-add per tap, which vectorises, then written without the wrapped columns.
+
+    Parallel over (image, output channel) pairs: each owns its plane ``y[n0+b, k]``.
+    """
+    k, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    nb = (xp.shape[0] - (kw - 1) * dw) // (c * hp * wp)
+    size = hp * wp
+    length = oh * wp
+    for t in prange(nb * k):
+        b = t // k
+        ki = t - b * k
+        acc = np.zeros(length, y.dtype)
+        for ci in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = weight[ki, ci, i, j]
+                    start = (b * c + ci) * size + i * dh * wp + j * dw
+                    src = xp[start : start + length]
+                    for q in range(length):
+                        acc[q] += wv * src[q]
+        bk = bias[ki]
+        for oy in range(oh):
+            dst = y[n0 + b, ki, oy]
+            for ox in range(ow):
+                dst[ox] = acc[oy * wp + ox] + bk
+
+
+@jit(parallel=True)
 def _unwrap(tmp, y, n0, oy0, wp, bias):
     """``y[n0+b, k, oy0+r, ox] = tmp[b, k, r*WP + ox] + bias[k]``: drop the wrapped columns.
 
@@ -270,7 +309,7 @@ def forward(x, weight, bias, g, out):
         if bias is None:
             bias = scratch("conv.zero_bias", (g.k,), x.dtype)
             bias[:] = 0
-        _forward_wrapped(x, w2d, bias, g, out)
+        _forward_wrapped(x, weight, bias, g, out)
         return
     else:
         buf = scratch("conv.cols", (ckk * _max_tile(g, x.itemsize),), x.dtype)
@@ -285,27 +324,34 @@ def forward(x, weight, bias, g, out):
         _add_bias(y, bias)
 
 
-def _forward_wrapped(x, w2d, bias, g, out):
+def _forward_wrapped(x, weight, bias, g, out):
     """Stride-1 forward on wrapped columns (see :func:`_im2col_wrap`): each column row is one
     contiguous copy of a padded plane instead of OH short runs, at the price of computing
     WP - OW discarded columns per output row and one pass to drop them (fused with bias)."""
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     ckk = g.c * g.kh * g.kw
+    w2d = weight.reshape(g.k, ckk)
+    direct = ckk <= DIRECT_MAX_TAPS
     tail = (g.kw - 1) * g.dw  # the last row of the last plane reads this far past its end
     row_bytes = ckk * wp * x.itemsize
     nb = max(1, min(g.n, CHUNK_BYTES // (row_bytes * g.oh)))
     rows = g.oh if nb > 1 else max(1, min(g.oh, CHUNK_BYTES // row_bytes))
     xp = scratch("conv.padded", (nb * g.c * hp * wp + tail,), x.dtype)
-    cols_buf = scratch("conv.cols", (nb * ckk * rows * wp,), x.dtype)
-    tmp_buf = scratch("conv.wrapped_out", (nb * g.k * rows * wp,), x.dtype)
+    if not direct:
+        cols_buf = scratch("conv.cols", (nb * ckk * rows * wp,), x.dtype)
+        tmp_buf = scratch("conv.wrapped_out", (nb * g.k * rows * wp,), x.dtype)
     for n0 in range(0, g.n, nb):
         m = min(nb, g.n - n0)
-        _pad_planes(x, n0, m, g.ph, g.pw, xp[: m * g.c * hp * wp + tail])
+        xp_m = xp[: m * g.c * hp * wp + tail]
+        _pad_planes(x, n0, m, g.ph, g.pw, xp_m)
+        if direct:
+            _direct_wrapped(xp_m, g.c, hp, wp, weight, bias, g.dh, g.dw, out, n0)
+            continue
         for oy0 in range(0, g.oh, rows):
             length = (min(g.oh, oy0 + rows) - oy0) * wp
+            tmp = tmp_buf[: m * g.k * length].reshape(m, g.k, length)
             cols = cols_buf[: m * ckk * length].reshape(m * ckk, length)
             _im2col_wrap(xp, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, oy0, cols)
-            tmp = tmp_buf[: m * g.k * length].reshape(m, g.k, length)
             np.matmul(w2d, cols.reshape(m, ckk, length), out=tmp)
             _unwrap(tmp, out, n0, oy0, wp, bias)
 
