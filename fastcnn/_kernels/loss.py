@@ -4,7 +4,8 @@ Softmax runs over the middle axis of a C-contiguous ``(outer, length, inner)`` v
 one kernel serves every ``axis``: each ``prange`` iteration owns one line
 ``x[a, :, b]`` and writes only that line of the output. Lines are shifted by their
 maximum before ``exp`` (no overflow for huge logits); a NaN anywhere in a line makes its
-maximum NaN and so the whole line NaN, as in the reference.
+maximum NaN and so the whole line NaN, as in the reference. The shifted arguments are
+never positive, so the vectorisable ``activation.exp_nonpos`` serves as ``exp``.
 
 The loss kernels write per-row (or per-element) terms from the parallel loop and sum them
 afterwards in float64, serially or through Numba's race-free reduction variables.
@@ -16,6 +17,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._kernels.activation import exp_nonpos
 
 
 @jit()
@@ -41,7 +43,7 @@ def softmax(x, out):
         m = _line_max(x, a, b)
         s = x.dtype.type(0)
         for k in range(length):
-            e = math.exp(x[a, k, b] - m)
+            e = exp_nonpos(x[a, k, b] - m)
             out[a, k, b] = e
             s += e
         for k in range(length):
@@ -58,7 +60,7 @@ def log_softmax(x, out):
         m = _line_max(x, a, b)
         s = x.dtype.type(0)
         for k in range(length):
-            s += math.exp(x[a, k, b] - m)
+            s += exp_nonpos(x[a, k, b] - m)
         log_s = math.log(s)
         for k in range(length):
             out[a, k, b] = (x[a, k, b] - m) - log_s  # not x - (m + log_s): m may be huge
@@ -85,7 +87,7 @@ def cross_entropy(logits, targets, grad):
                     break
         s = logits.dtype.type(0)
         for j in range(c):
-            e = math.exp(logits[i, j] - m)
+            e = exp_nonpos(logits[i, j] - m)
             grad[i, j] = e
             s += e
         t = targets[i]
