@@ -196,3 +196,25 @@ def test_negative_control():
     )
     assert proc.returncode < 0, "the workqueue layer did not abort without the lock"
     assert "Concurrent access has been detected" in proc.stderr
+
+
+# --- processes forked after kernels ran ----------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GNU OpenMP threading layer: a child forked after the parent ran a parallel "
+    "kernel is terminated when it runs one (use the 'spawn' or 'forkserver' start method)",
+)
+def test_a_forked_child_can_run_kernels():
+    x, w = np.ones((2, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    want = F.conv2d(x, w)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the kernel ran and gave the parent's result
+        code = 1
+        try:
+            code = 0 if np.array_equal(F.conv2d(x, w), want) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
