@@ -194,6 +194,12 @@ FUNCTIONAL_BAD = [
         r"conv2d: arrays must share one dtype .*weight=float64",
         "conv2d-weight-float64-mixed",
     ),
+    p(
+        lambda F: F.conv2d(a(*X, dtype=">f4"), a(*W)),
+        TypeError,
+        r"conv2d: x must have dtype float32 or float64, got >f4",
+        "conv2d-x-big-endian",
+    ),
     # conv2d: shapes that do not fit
     p(
         lambda F: F.conv2d(a(*X), a(4, 2, 3, 3)),
