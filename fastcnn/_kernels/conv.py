@@ -152,27 +152,99 @@ def _pad_planes(x, n0, nb, ph, pw, xp):
 
 
 @jit(parallel=True)
-def _im2col_wrap(xp, c, hp, wp, kh, kw, dh, dw, oy0, cols):
+def _im2col_wrap(xp, nb, c, hp, wp, kh, kw, dh, dw, oy0, length, cols, image_row, image_col):
     """Column matrix of stride-1 output rows ``oy0 ..`` of nb padded images, in "wrapped" form.
 
-    xp: padded planes from :func:`_pad_planes`. cols: (nb*CKK, L) with ``L = rows*WP``:
-    column ``q = (oy - oy0)*WP + ox`` covers every ``ox < WP``, so row ``(c, i, j)`` is one
-    contiguous run of xp starting at ``(oy0 + i*dh)*WP + j*dw``. Columns with ``ox >= OW``
-    wrap into the next padded row: their results are computed and thrown away.
+    xp: padded planes from :func:`_pad_planes`. Each image's columns are ``length =
+    rows*WP`` wide: column ``q = (oy - oy0)*WP + ox`` covers every ``ox < WP``, so row
+    ``(c, i, j)`` is one contiguous run of xp starting at ``(oy0 + i*dh)*WP + j*dw``.
+    Columns with ``ox >= OW`` wrap into the next padded row: their results are computed and
+    thrown away (or met by zeros). Image ``b``'s row ``r`` goes to
+    ``cols[b*image_row + r, b*image_col : b*image_col + length]`` (layouts as in
+    :func:`_im2col`).
 
-    Parallel over (image, channel) pairs: each owns its KH*KW rows of ``cols``.
+    Parallel over (image, channel) pairs: each owns its KH*KW rows of its image's block.
     """
-    ckk = c * kh * kw
     size = hp * wp
-    length = cols.shape[1]
-    nb = cols.shape[0] // ckk
     for t in prange(nb * c):
         b = t // c
         ci = t - b * c
         for i in range(kh):
             for j in range(kw):
                 start = t * size + (oy0 + i * dh) * wp + j * dw
-                cols[b * ckk + (ci * kh + i) * kw + j, :] = xp[start : start + length]
+                dst = b * image_col
+                row = b * image_row + (ci * kh + i) * kw + j
+                cols[row, dst : dst + length] = xp[start : start + length]
+
+
+@jit(parallel=True)
+def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col):
+    """Copy images ``n0 .. n0+nb-1`` of src (N, K, OH, OW) into wrapped rows of width WP,
+    zero in the columns ``ox >= OW``: channel ``k`` of image ``b`` goes to
+    ``dst[b*image_row + k, b*image_col : b*image_col + OH*WP]`` (layouts as in
+    :func:`_im2col`).
+
+    Parallel over (image, channel) pairs: each writes its own wrapped row.
+    """
+    k, oh, ow = src.shape[1], src.shape[2], src.shape[3]
+    for t in prange(nb * k):
+        b = t // k
+        ki = t - b * k
+        row = dst[b * image_row + ki]
+        base = b * image_col
+        for oy in range(oh):
+            line = src[n0 + b, ki, oy]
+            q = base + oy * wp
+            for ox in range(ow):
+                row[q + ox] = line[ox]
+            row[q + ow : q + wp] = 0
+
+
+@jit(parallel=True)
+def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
+    """Stride-1 col2im of wrapped columns, then the crop of the padding: for nb images,
+    ``out[n0+b]`` (C, H, W) gets the sum of the taps of ``cols`` (nb*CKK, OH*WP).
+
+    xp: scratch of nb*C planes of ``plane_size = HP*WP + (KW-1)*dw`` (a private tail per
+    plane, so no plane's wrapped columns spill into another's). The wrapped columns must
+    hold zeros (finite weights times zero-filled wrapped ``grad_out``).
+
+    Parallel over (image, channel) pairs: each accumulates its own padded plane and writes
+    its own output plane.
+    """
+    c, h, w = out.shape[1], out.shape[2], out.shape[3]
+    length = cols.shape[1]
+    nb = cols.shape[0] // (c * kh * kw)
+    for t in prange(nb * c):
+        b = t // c
+        ci = t - b * c
+        plane = xp[t * plane_size : (t + 1) * plane_size]
+        plane[:] = 0
+        for i in range(kh):
+            for j in range(kw):
+                row = cols[b * c * kh * kw + (ci * kh + i) * kw + j]
+                acc = plane[i * dh * wp + j * dw : i * dh * wp + j * dw + length]
+                for q in range(length):
+                    acc[q] += row[q]
+        dst = out[n0 + b, ci]
+        for y in range(h):
+            src = plane[(ph + y) * wp + pw : (ph + y) * wp + pw + w]
+            for xi in range(w):
+                dst[y, xi] = src[xi]
+
+
+@jit()
+def _all_finite(a):
+    """True when no element of the C-contiguous array ``a`` is NaN or infinite.
+
+    ``v - v`` is 0 for finite ``v`` and NaN otherwise; the sum vectorises (an early exit
+    would not), and the fast-math flags exclude ``nnan``/``ninf``, so it is not folded.
+    """
+    flat = a.reshape(-1)
+    acc = flat.dtype.type(0)
+    for i in range(flat.size):
+        acc += flat[i] - flat[i]
+    return acc == 0
 
 
 @jit(parallel=True)
@@ -351,7 +423,7 @@ def _forward_wrapped(x, weight, bias, g, out):
             length = (min(g.oh, oy0 + rows) - oy0) * wp
             tmp = tmp_buf[: m * g.k * length].reshape(m, g.k, length)
             cols = cols_buf[: m * ckk * length].reshape(m * ckk, length)
-            _im2col_wrap(xp, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, oy0, cols)
+            _im2col_wrap(xp, m, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, oy0, length, cols, ckk, 0)
             np.matmul(w2d, cols.reshape(m, ckk, length), out=tmp)
             _unwrap(tmp, out, n0, oy0, wp, bias)
 
@@ -369,6 +441,9 @@ def grad_input(weight, grad_out, g, out):
     go = grad_out.reshape(g.n, g.k, p)
     if _is_pointwise(g):
         np.matmul(w2d_t, go, out=out.reshape(g.n, g.c, p))
+        return
+    if g.sh == g.sw == 1 and _all_finite(weight):
+        _grad_input_wrapped(weight, grad_out, g, out)
         return
     buf = scratch("conv.cols", (ckk * _max_tile(g, grad_out.itemsize),), grad_out.dtype)
     for tile in _tiles(g, grad_out.itemsize):
@@ -392,6 +467,9 @@ def grad_weight(x, grad_out, g, out):
     if g.n == 0:
         gw[:] = 0
         return
+    if g.sh == g.sw == 1 and _all_finite(x):
+        _grad_weight_wrapped(x, grad_out, g, gw)
+        return
     go = grad_out.reshape(g.n, g.k, p)
     size = _max_tile(g, x.itemsize)
     cols_buf = scratch("conv.cols", (ckk * size,), x.dtype)
@@ -412,6 +490,63 @@ def grad_weight(x, grad_out, g, out):
             np.matmul(go_t, cols.T, out=gw)
         else:
             np.matmul(go_t, cols.T, out=partial)
+            gw += partial
+
+
+def _wrapped_images(g, itemsize: int, rows: int) -> int:
+    """Images per chunk of the wrapped paths: ``rows`` matrix rows of OH*WP per image."""
+    per_image = rows * g.oh * (g.w + 2 * g.pw) * itemsize
+    return max(1, min(g.n, CHUNK_BYTES // per_image))
+
+
+def _grad_input_wrapped(weight, grad_out, g, out):
+    """Stride-1 input gradient on wrapped rows: grad_out regrouped with zero wrapped
+    columns, one batched GEMM ``weight.T @ grad_out`` per chunk, and a col2im whose taps are
+    long contiguous adds. Exact only for finite weights (the wrapped columns hold
+    ``weight * 0``), which the caller checks."""
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    ckk, length = g.c * g.kh * g.kw, g.oh * wp
+    plane = hp * wp + (g.kw - 1) * g.dw
+    nb = _wrapped_images(g, grad_out.itemsize, ckk + g.k)
+    go_buf = scratch("conv.grad_out", (nb * g.k * length,), grad_out.dtype)
+    cols_buf = scratch("conv.cols", (nb * ckk * length,), grad_out.dtype)
+    xp = scratch("conv.padded", (nb * g.c * plane,), grad_out.dtype)
+    w2d_t = weight.reshape(g.k, ckk).T
+    for n0 in range(0, g.n, nb):
+        m = min(nb, g.n - n0)
+        go_w = go_buf[: m * g.k * length].reshape(m * g.k, length)
+        _wrap_rows(grad_out, n0, m, wp, go_w, g.k, 0)
+        cols = cols_buf[: m * ckk * length].reshape(m * ckk, length)
+        np.matmul(w2d_t, go_w.reshape(m, g.k, length), out=cols.reshape(m, ckk, length))
+        _col2im_wrap(cols, n0, hp, wp, g.kh, g.kw, g.dh, g.dw, g.ph, g.pw, plane, xp, out)
+
+
+def _grad_weight_wrapped(x, grad_out, g, gw):
+    """Stride-1 weight gradient on wrapped rows: per chunk, wrapped columns of the padded
+    images side by side (CKK, nb*L), grad_out regrouped alike with zero wrapped columns
+    (K, nb*L), and one GEMM ``grad_out @ cols.T``; chunks after the first are added
+    serially. Exact only for finite ``x`` (wrapped columns meet zeros), which the caller
+    checks."""
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    ckk, length = g.c * g.kh * g.kw, g.oh * wp
+    tail = (g.kw - 1) * g.dw
+    nb = _wrapped_images(g, x.itemsize, ckk + g.k)
+    xp = scratch("conv.padded", (nb * g.c * hp * wp + tail,), x.dtype)
+    cols_buf = scratch("conv.cols", (nb * ckk * length,), x.dtype)
+    go_buf = scratch("conv.grad_out", (nb * g.k * length,), x.dtype)
+    partial = scratch("conv.partial", (g.k, ckk), x.dtype)
+    for n0 in range(0, g.n, nb):
+        m = min(nb, g.n - n0)
+        xp_m = xp[: m * g.c * hp * wp + tail]
+        _pad_planes(x, n0, m, g.ph, g.pw, xp_m)
+        cols = cols_buf[: ckk * m * length].reshape(ckk, m * length)
+        _im2col_wrap(xp_m, m, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, 0, length, cols, 0, length)
+        go_w = go_buf[: g.k * m * length].reshape(g.k, m * length)
+        _wrap_rows(grad_out, n0, m, wp, go_w, 0, length)
+        if n0 == 0:
+            np.matmul(go_w, cols.T, out=gw)
+        else:
+            np.matmul(go_w, cols.T, out=partial)
             gw += partial
 
 
