@@ -494,11 +494,22 @@ def test_nan_and_inf_through_a_network(training):
 # --- known bugs (reported; the xfail turns into a failure once fixed) ----------------
 
 
-@pytest.mark.xfail(strict=True, reason="fast path returns shape (1,) for 0-D input")
-@pytest.mark.parametrize("op", ["relu", "sigmoid"])
-def test_zero_dimensional_input_keeps_its_shape(op):
+ZERO_D = [
+    pytest.param(lambda m, x: m.relu(x), id="relu"),
+    pytest.param(lambda m, x: m.relu_backward(x, x), id="relu_backward"),
+    pytest.param(lambda m, x: m.sigmoid(x), id="sigmoid"),
+    pytest.param(lambda m, x: m.sigmoid_backward(x, x), id="sigmoid_backward"),
+    pytest.param(lambda m, x: m.binary_cross_entropy(x, x)[1], id="binary_cross_entropy"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="np.ascontiguousarray makes 0-D input 1-D: shape (1,)")
+@pytest.mark.parametrize("call", ZERO_D)
+def test_zero_dimensional_input_keeps_its_shape(call):
     x = np.array(0.5, np.float32)
-    assert getattr(F, op)(x).shape == ()
+    got = call(F, x)
+    assert got.shape == ()
+    assert_close(got, call(R, x), F32)
 
 
 @pytest.mark.xfail(strict=True, reason="linear reshapes with -1 and fails on zero features")
