@@ -7,8 +7,9 @@ argument, before any kernel runs, by the fast path, the reference and the layers
 
 "Before any kernel runs" is proved with tripwires: every function and Numba dispatcher
 defined in ``fastcnn._kernels`` (and every name other modules imported from there) is
-replaced by a function that records the call and raises. ``test_tripwires_fire`` shows the
-tripwires do catch valid calls, so their silence on bad input means something.
+replaced by a function that records the call and raises.
+``test_tripwires_fire_on_valid_calls`` shows the tripwires do catch valid calls, so their
+silence on bad input means something.
 """
 
 from __future__ import annotations
