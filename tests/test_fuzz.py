@@ -1,5 +1,5 @@
 """Hypothesis drives random, often malformed, shapes and parameters through every public
-function of ``fastcnn.functional`` and ``fastcnn.reference``.
+function of ``fastcnn.functional`` and ``fastcnn.reference``, and through the layers.
 
 The only outcomes allowed: both return, with equal results (:func:`cases.assert_close`
 tolerances, max-pool indices exactly equal), or both raise the same ``ValueError`` /
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastcnn.functional as F
+import fastcnn.nn as nn
 import fastcnn.reference as R
 
 EXAMPLES = int(os.environ.get("FASTCNN_FUZZ_EXAMPLES", "30"))
@@ -406,6 +408,102 @@ def test_binary_cross_entropy(problem, eps):
     agree("binary_cross_entropy", probs, targets, eps)
 
 
+# --- the layers -----------------------------------------------------------------------
+
+LAYER_KINDS = ["Conv2d", "MaxPool2d", "BatchNorm2d", "Linear", "ReLU", "Sigmoid", "Flatten"]
+
+
+@st.composite
+def layer_problems(draw):
+    """A layer with random (sometimes nonsense) settings and an input of random rank."""
+    kind = draw(st.sampled_from(LAYER_KINDS))
+    c, f = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    settings_ = {
+        "Conv2d": lambda: {
+            "in_channels": c,
+            "out_channels": draw(st.integers(1, 3)),
+            "kernel_size": draw(int_or_pair(1, 3)),
+            "stride": draw(int_or_pair(1, 2)),
+            "padding": draw(int_or_pair(0, 2)),
+            "dilation": draw(int_or_pair(1, 2)),
+            "rng": 0,
+            "dtype": draw(mostly(F32, F64)),
+        },
+        "MaxPool2d": lambda: {
+            "kernel_size": draw(int_or_pair(1, 3)),
+            "stride": draw(st.one_of(st.none(), int_or_pair(1, 3))),
+            "padding": draw(int_or_pair(0, 1)),
+        },
+        "BatchNorm2d": lambda: {"num_features": c, "dtype": draw(mostly(F32, F64))},
+        "Linear": lambda: {"in_features": f, "out_features": 2, "rng": 0},
+    }.get(kind, dict)()
+    dtype = draw(float_dtype())
+    if kind == "Linear":
+        shape = draw(maybe_wrong_shape((draw(st.integers(0, 3)), f)))
+    else:
+        shape = draw(maybe_wrong_shape((draw(st.integers(0, 3)), c, *draw(SHAPES)[:2])))
+    return kind, settings_, Arrays(draw(st.integers(0, 2**32 - 1))), shape, dtype
+
+
+def _reference_layer(kind, kw, state, x, g):
+    """Output and input gradient of a fresh layer ``kind`` in training mode, composed of
+    reference ops, for a batched ``x`` and output gradient ``g``."""
+    if kind == "Conv2d":
+        geo = {k: kw[k] for k in ("stride", "padding", "dilation")}
+        w = state["weight"]
+        y = R.conv2d(x, w, state["bias"], **geo)
+        return y, (lambda g: R.conv2d_grad_input(x.shape, w, g, **geo))
+    if kind == "MaxPool2d":
+        y, idx = R.max_pool2d(x, kw["kernel_size"], kw["stride"], kw["padding"])
+        return y, (lambda g: R.max_pool2d_backward(g, idx, x.shape))
+    if kind == "BatchNorm2d":
+        y, mean, invstd = R.batch_norm2d(
+            x, state["weight"], state["bias"], state["running_mean"], state["running_var"]
+        )
+        return y, (lambda g: R.batch_norm2d_backward(g, x, state["weight"], mean, invstd)[0])
+    if kind == "Linear":
+        w = state["weight"]
+        return R.linear(x, w, state["bias"]), (lambda g: (g @ w).astype(x.dtype))
+    if kind == "ReLU":
+        return R.relu(x), (lambda g: R.relu_backward(g, x))
+    if kind == "Sigmoid":
+        y = R.sigmoid(x)
+        return y, (lambda g: R.sigmoid_backward(g, y))
+    # Flatten: (N, ...) -> (N, rest); one unbatched sample (C, H, W) -> (C*H*W,)
+    flat = x.shape if x.ndim < 3 else (x.size,) if x.ndim == 3 else (len(x), prod(x.shape[1:]))
+    return x.reshape(flat), (lambda g: g.reshape(x.shape))
+
+
+@FUZZ
+@given(layer_problems())
+def test_layers(problem):
+    """A layer's forward and backward give the reference's results or a ValueError or
+    TypeError naming the layer or the op (unbatched (C, H, W) input: as a batch of one)."""
+    kind, kw, make, shape, dtype = problem
+    x = make(shape, dtype)
+    try:
+        layer = getattr(nn, kind)(**kw)
+        state = {k: v.copy() for k, v in layer.state_dict().items()}
+        y = layer(x)
+    except (ValueError, TypeError) as e:
+        assert str(e).split(":")[0] in (kind, *F.__all__), str(e)
+        return
+    g = make(y.shape, y.dtype)
+    grad_x = layer.backward(g)
+    unbatched = kind in ("Conv2d", "MaxPool2d", "BatchNorm2d") and x.ndim == 3
+    xb, gb = (x[None], g[None]) if unbatched else (x, g)
+    want_y, backward = _reference_layer(kind, kw, state, xb, gb)
+    want_grad = backward(gb)
+    if unbatched:
+        want_y, want_grad = want_y[0], want_grad[0]
+    if kind == "Flatten":  # a reshape, of any dtype
+        np.testing.assert_array_equal(y, want_y, strict=True)
+        np.testing.assert_array_equal(grad_x, want_grad, strict=True)
+        return
+    assert_close(y, want_y, want_y.dtype)
+    assert_close(grad_x, want_grad, x.dtype)
+
+
 # --- coverage and the crash check ----------------------------------------------------
 
 FUZZERS = [
@@ -423,6 +521,7 @@ FUZZERS = [
     test_softmax_and_log_softmax,
     test_cross_entropy,
     test_binary_cross_entropy,
+    test_layers,
 ]
 
 
