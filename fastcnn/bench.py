@@ -403,12 +403,12 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     gemm = measure_gemm(effort, args.repeats)
     print(
         f"fastcnn bench: {info['cpu']} ({info['cpu_target']}, {os.cpu_count()} cpus), "
-        f"{threads} threads, float32"
+        f"threads: {threads}, float32"
     )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     print(_malloc_note())
     print(
-        f"GEMM peak: numpy float32 matmul {gemm['size']}^3 at {threads} threads: "
+        f"GEMM peak: numpy float32 matmul {gemm['size']}^3, same threads: "
         f"{gemm['gflops']:.1f} GFLOP/s"
     )
     print()
