@@ -52,8 +52,7 @@ def _c(a, dtype=None):
     Writeable because Numba compiles a separate specialisation of every kernel for
     read-only arrays; copying the rare read-only input is cheaper than that compile.
     """
-    a = np.ascontiguousarray(a, dtype=dtype)
-    return a if a.flags.writeable else a.copy()
+    return np.require(a, dtype, "CW")  # unlike np.ascontiguousarray, keeps 0-D arrays 0-D
 
 
 def _opt(a):
@@ -303,11 +302,12 @@ def linear(x, weight, bias=None):
     """
     _checks.linear_args(x, weight, bias)
     x, weight = _c(x), _c(weight)
-    in_features = weight.shape[1]
-    out = np.empty(x.shape[:-1] + (weight.shape[0],), x.dtype)
-    out2 = out.reshape(-1, weight.shape[0])
+    out_features, in_features = weight.shape
+    rows = math.prod(x.shape[:-1])  # not -1: that is ambiguous when a size is 0
+    out = np.empty(x.shape[:-1] + (out_features,), x.dtype)
+    out2 = out.reshape(rows, out_features)
     with guard():
-        np.matmul(x.reshape(-1, in_features), weight.T, out=out2)
+        np.matmul(x.reshape(rows, in_features), weight.T, out=out2)
     if bias is not None:
         out2 += bias
     return out

@@ -456,3 +456,33 @@ def test_outputs_do_not_alias_inputs():
     x, weight, bias, rm, rv = bn_inputs((2, 3, 4, 4), np.float32, affine=True)
     _, save_mean, _ = F.batch_norm2d(x, weight, bias, rm, rv, training=False)
     assert not np.shares_memory(save_mean, rm)
+
+
+ZERO_D_OPS = {
+    "relu": lambda m, x: m.relu(x),
+    "relu_backward": lambda m, x: m.relu_backward(x, x),
+    "sigmoid": lambda m, x: m.sigmoid(x),
+    "sigmoid_backward": lambda m, x: m.sigmoid_backward(x, x),
+    "binary_cross_entropy": lambda m, x: m.binary_cross_entropy(x, x)[1],
+}
+
+
+@pytest.mark.parametrize("op", list(ZERO_D_OPS))
+def test_zero_dimensional_input_keeps_its_shape(op):
+    x = np.array(0.25, np.float32)
+    got = ZERO_D_OPS[op](F, x)
+    assert got.shape == ()
+    assert_close(got, ZERO_D_OPS[op](R, x), np.float32)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape",
+    [
+        pytest.param((3, 0), (2, 0), id="no-in-features"),
+        pytest.param((3, 4), (0, 4), id="no-out-features"),
+        pytest.param((0, 2, 4), (3, 4), id="empty-leading-dims"),
+    ],
+)
+def test_linear_with_zero_sizes(x_shape, w_shape):
+    x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
+    assert_same(F.linear(x, w), R.linear(x, w))
