@@ -5,7 +5,9 @@ The only outcomes allowed: both return, with equal results (:func:`cases.assert_
 tolerances, max-pool indices exactly equal), or both raise the same ``ValueError`` /
 ``TypeError`` with the same message. Any other exception fails the test; a crash of the
 interpreter is caught by ``test_fuzzing_in_a_subprocess_does_not_crash``, which runs the
-same fuzzers in a child process and checks it exits normally, not by a signal.
+same fuzzers in a child process and checks it exits normally, not by a signal. An opt-in
+run (``FASTCNN_BOUNDSCHECK_FUZZ=1``) repeats them with Numba's bounds checks compiled into
+every kernel, so an out-of-bounds index raises instead of reading or writing memory.
 
 Sizes are tiny (so each example costs microseconds) and include 0; each parameter is
 mostly valid and sometimes nonsense (0, negative, bool, float, string, 3-tuple, None), so
@@ -533,14 +535,31 @@ def test_every_public_function_is_fuzzed():
         assert f'agree("{name}"' in source, name
 
 
-def test_fuzzing_in_a_subprocess_does_not_crash():
-    """A child process runs every fuzzer; it must exit 0, not die by a signal."""
+def _run_fuzzers_in_a_child(examples, **env_vars):
+    """Run every fuzzer in a child process; assert it exits 0, not by a signal."""
     code = "import test_fuzz\nfor f in test_fuzz.FUZZERS:\n    f()\nprint('done')"
-    env = dict(os.environ, FASTCNN_FUZZ_EXAMPLES="10")
+    env = dict(os.environ, FASTCNN_FUZZ_EXAMPLES=str(examples), **env_vars)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode >= 0, f"child killed by signal {-proc.returncode}: {proc.stderr}"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "done"
+
+
+def test_fuzzing_in_a_subprocess_does_not_crash():
+    _run_fuzzers_in_a_child(10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("FASTCNN_BOUNDSCHECK_FUZZ"),
+    reason="opt-in (set FASTCNN_BOUNDSCHECK_FUZZ=1): recompiles every kernel with bounds "
+    "checks, about 2 minutes",
+)
+def test_fuzzing_with_bounds_checks(tmp_path):
+    """The fuzzers in a child whose kernels are compiled with Numba's bounds checks (into a
+    fresh cache): a kernel indexing outside an array raises IndexError there, which fails
+    the child."""
+    _run_fuzzers_in_a_child(30, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
