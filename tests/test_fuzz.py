@@ -332,9 +332,7 @@ def test_batch_norm2d_backward(problem, seed):
 
 # --- element-wise, linear, softmax and losses ----------------------------------------
 
-# 0-D arrays are left out: the fast path turns them into shape (1,) (a known bug, pinned
-# by an xfail test in test_odd_input.py).
-SHAPES = st.lists(st.integers(0, 5), min_size=1, max_size=4).map(tuple)
+SHAPES = st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple)  # 0-D included
 
 
 @st.composite
@@ -368,12 +366,12 @@ def test_sigmoid(problem):
 
 
 @FUZZ
-@given(st.integers(0, 2**32 - 1), float_dtype(), SHAPES, st.integers(1, 4), st.data())
+@given(st.integers(0, 2**32 - 1), float_dtype(), SHAPES, st.integers(0, 4), st.data())
 def test_linear(seed, dtype, lead, out_features, data):
-    """Any leading shape; zero features are left out (a known bug, see test_odd_input.py)."""
+    """Any leading shape (none: one unbatched sample), zero features included."""
     make = Arrays(seed)
     lead = lead[:-1]
-    in_features = data.draw(st.integers(1, 5))
+    in_features = data.draw(st.integers(0, 5))
     x = make((*lead, in_features), dtype)
     weight = make(data.draw(maybe_wrong_shape((out_features, in_features))), dtype)
     bias = data.draw(st.sampled_from([None, (out_features,), (out_features + 1,)]))

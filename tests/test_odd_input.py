@@ -491,7 +491,7 @@ def test_nan_and_inf_through_a_network(training):
     assert_close(got, want, F32)
 
 
-# --- known bugs (reported; the xfail turns into a failure once fixed) ----------------
+# --- 0-D arrays and zero features -----------------------------------------------------
 
 
 ZERO_D = [
@@ -503,7 +503,6 @@ ZERO_D = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="np.ascontiguousarray makes 0-D input 1-D: shape (1,)")
 @pytest.mark.parametrize("call", ZERO_D)
 def test_zero_dimensional_input_keeps_its_shape(call):
     x = np.array(0.5, np.float32)
@@ -512,7 +511,6 @@ def test_zero_dimensional_input_keeps_its_shape(call):
     assert_close(got, call(R, x), F32)
 
 
-@pytest.mark.xfail(strict=True, reason="linear reshapes with -1 and fails on zero features")
 @pytest.mark.parametrize(
     ("x_shape", "w_shape"), [((3, 0), (2, 0)), ((3, 4), (0, 4))], ids=["in0", "out0"]
 )
