@@ -3,7 +3,8 @@ argument, before any kernel runs, by the fast path, the reference and the layers
 
 ``BAD_INPUTS`` is one table of ``pytest.param(call, exception, message_regex, id=...)``.
 ``call(F)`` makes one bad call; ``F`` is the functional module under test
-(``fastcnn.functional`` or ``fastcnn.reference``), layer entries use ``fastcnn.nn``.
+(``fastcnn.functional`` or ``fastcnn.reference``). The entries of ``LAYER_BAD`` (layers,
+losses, state dicts, optimisers, the thread count, saving) do not use it.
 
 "Before any kernel runs" is proved with tripwires: every function and Numba dispatcher
 defined in ``fastcnn._kernels`` (and every name other modules imported from there) is
@@ -46,6 +47,7 @@ def readonly(x):
     return x
 
 
+NO_DIR = "/nonexistent-fastcnn-dir/model.npz"  # save must refuse before touching it
 X, W = (2, 3, 6, 6), (4, 3, 3, 3)  # a valid conv pair: output (2, 4, 4, 4)
 G = (2, 4, 4, 4)
 
@@ -1011,26 +1013,6 @@ FUNCTIONAL_BAD = [
     ),
 ]
 
-CONTRACT = [
-    "conv2d",
-    "conv2d_grad_input",
-    "conv2d_grad_weight",
-    "conv2d_grad_bias",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "batch_norm2d",
-    "batch_norm2d_backward",
-    "relu",
-    "relu_backward",
-    "sigmoid",
-    "sigmoid_backward",
-    "linear",
-    "log_softmax",
-    "softmax",
-    "cross_entropy",
-    "binary_cross_entropy",
-]
-
 # --- layers, losses, state dicts and optimisers --------------------------------------
 # Each call builds the layer and feeds it otherwise-valid input, so a bad constructor
 # argument may be rejected either by the constructor or by the first forward.
@@ -1451,6 +1433,50 @@ LAYER_BAD = [
         r"Adam: params is an empty list",
         "Adam-params-empty",
     ),
+    # the thread count, and saving (checked before anything is written: the folder does
+    # not even exist)
+    p(
+        lambda F: fastcnn.set_num_threads(0),
+        ValueError,
+        r"set_num_threads: n must be in \[1, \d+\], got 0",
+        "set_num_threads-0",
+    ),
+    p(
+        lambda F: fastcnn.set_num_threads(2.0),
+        TypeError,
+        r"set_num_threads: n must be an int, got 2.0",
+        "set_num_threads-float",
+    ),
+    p(
+        lambda F: fastcnn.set_num_threads(True),
+        TypeError,
+        r"set_num_threads: n must be an int, got True",
+        "set_num_threads-bool",
+    ),
+    p(
+        lambda F: fastcnn.save(a(3), NO_DIR),
+        TypeError,
+        r"save: state must be a mapping, got ndarray",
+        "save-state-array",
+    ),
+    p(
+        lambda F: fastcnn.save({"model": {"w": [a(2), {3}]}}, NO_DIR),
+        TypeError,
+        r"save: 'model/w/1' has type set",
+        "save-set-value",
+    ),
+    p(
+        lambda F: fastcnn.save({"a": np.array([object()])}, NO_DIR),
+        TypeError,
+        r"save: 'a' is an object array, which needs pickle",
+        "save-object-array",
+    ),
+    p(
+        lambda F: fastcnn.save({1: a(3)}, NO_DIR),
+        TypeError,
+        r"save: keys must be str, got 1",
+        "save-int-key",
+    ),
 ]
 
 BAD_INPUTS = FUNCTIONAL_BAD + LAYER_BAD
@@ -1460,25 +1486,13 @@ BAD_INPUTS = FUNCTIONAL_BAD + LAYER_BAD
 
 
 def test_catalogue_covers_the_api():
-    """At least 40 bad inputs; every functional op and every layer has its entries."""
+    """At least 40 bad inputs; every functional op, every layer and loss, state dicts,
+    the optimisers, the thread count and saving have their entries."""
     ids = [param.id for param in BAD_INPUTS]
     assert len(ids) >= 40 and len(set(ids)) == len(ids)
-    for name in CONTRACT:
-        assert any(i.startswith(f"{name}-") for i in ids), name
-    for name in (
-        "Conv2d",
-        "MaxPool2d",
-        "BatchNorm2d",
-        "Linear",
-        "ReLU",
-        "Sigmoid",
-        "Dropout",
-        "CrossEntropyLoss",
-        "BCELoss",
-        "load_state_dict",
-        "SGD",
-        "Adam",
-    ):
+    layers = [name for name in nn.__all__ if name not in ("Module", "Parameter")]
+    others = ["load_state_dict", "SGD", "Adam", "set_num_threads", "save"]
+    for name in [*fastcnn.functional.__all__, *layers, *others]:
         assert any(i.startswith(f"{name}-") for i in ids), name
 
 
