@@ -547,7 +547,7 @@ def _run_fuzzers_in_a_child(examples, **env_vars):
 
 
 def test_fuzzing_in_a_subprocess_does_not_crash():
-    _run_fuzzers_in_a_child(10)
+    _run_fuzzers_in_a_child(5)
 
 
 @pytest.mark.slow
