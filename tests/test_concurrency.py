@@ -80,8 +80,12 @@ def kernel_workload(seed, repeats=2):
     logits = rng.standard_normal((64, 10)).astype(dt)
     targets = rng.integers(0, 10, 64)
     fc = rng.standard_normal((10, 256)).astype(dt)
+    x1 = rng.standard_normal((8, 1, 12, 12)).astype(dt)  # few taps: the direct conv path
+    w1 = rng.standard_normal((4, 1, 3, 3)).astype(dt)
     out = []
     for _ in range(repeats):
+        y1 = F.conv2d(x1, w1, stride=2, padding=1)
+        g1 = F.conv2d_grad_weight(x1, w1.shape, y1, stride=2, padding=1)
         y = F.conv2d(x, w, b, padding=1)
         gx = F.conv2d_grad_input(x.shape, w, y, padding=1)
         gw = F.conv2d_grad_weight(x, w.shape, y, padding=1)
@@ -94,7 +98,7 @@ def kernel_workload(seed, repeats=2):
         s = F.sigmoid(p)
         z = F.linear(s.reshape(8, -1)[:, :256], fc)
         loss, gl = F.cross_entropy(logits, targets)
-        out.append([y, gx, gw, gb, bn, bn_grads, gp, idx, z, F.log_softmax(z), loss, gl])
+        out.append([y1, g1, y, gx, gw, gb, bn, bn_grads, gp, idx, z, F.log_softmax(z), loss, gl])
     return out
 
 
