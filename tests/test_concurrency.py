@@ -12,6 +12,7 @@ as a signal exit code.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -216,6 +217,7 @@ def test_a_forked_child_can_run_kernels():
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if the kernel ran and gave the parent's result
         code = 1
+        signal.alarm(60)  # a hang becomes a SIGALRM death, not a stuck test run
         try:
             code = 0 if np.array_equal(F.conv2d(x, w), want) else 2
         finally:
