@@ -20,6 +20,9 @@ meets the padding).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numba
 import numpy as np
 from numba import prange
 
@@ -334,6 +337,25 @@ def _sum_bias(grad_out, out):
 # --- drivers ---------------------------------------------------------------------------
 
 
+@contextmanager
+def _serial_numba():
+    """Run this thread's Numba kernels on one thread while BLAS keeps the thread count.
+
+    The GEMM paths alternate Numba kernels with BLAS calls many times per op; two thread
+    pools handing the cores back and forth (each spins a while after its work) cost more
+    than the cheap copy kernels gain from parallelism. Numba's count is per thread.
+    """
+    n = numba.get_num_threads()
+    if n == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n)
+
+
 def _tiles(g, itemsize: int):
     """Split the work into tiles ``(n0, nb, oy0, oy1)`` whose column matrix fits
     :data:`CHUNK_BYTES`: several whole images while one image fits, else blocks of output
@@ -382,17 +404,22 @@ def forward(x, weight, bias, g, out):
         if bias is None:
             bias = scratch("conv.zero_bias", (g.k,), x.dtype)
             bias[:] = 0
-        _forward_wrapped(x, weight, bias, g, out)
+        if ckk <= DIRECT_MAX_TAPS:  # all Numba, no BLAS
+            _forward_wrapped(x, weight, bias, g, out)
+        else:
+            with _serial_numba():
+                _forward_wrapped(x, weight, bias, g, out)
         return
     else:
         buf = scratch("conv.cols", (ckk * _max_tile(g, x.itemsize),), x.dtype)
-        for tile in _tiles(g, x.itemsize):
-            n0, nb, oy0, oy1 = tile
-            t = (oy1 - oy0) * g.ow
-            cols = buf[: nb * ckk * t].reshape(nb * ckk, t)
-            _im2col(x, tile, *_geometry_args(g), cols, ckk, 0)
-            dst = y[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
-            np.matmul(w2d, cols.reshape(nb, ckk, t), out=dst)
+        with _serial_numba():
+            for tile in _tiles(g, x.itemsize):
+                n0, nb, oy0, oy1 = tile
+                t = (oy1 - oy0) * g.ow
+                cols = buf[: nb * ckk * t].reshape(nb * ckk, t)
+                _im2col(x, tile, *_geometry_args(g), cols, ckk, 0)
+                dst = y[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
+                np.matmul(w2d, cols.reshape(nb, ckk, t), out=dst)
     if bias is not None:
         _add_bias(y, bias)
 
@@ -430,6 +457,18 @@ def _forward_wrapped(x, weight, bias, g, out):
 
 
 def grad_input(weight, grad_out, g, out):
+    """Input gradient: see :func:`_grad_input`; Numba kernels run serially beside BLAS."""
+    with _serial_numba():
+        _grad_input(weight, grad_out, g, out)
+
+
+def grad_weight(x, grad_out, g, out):
+    """Weight gradient: see :func:`_grad_weight`; Numba kernels run serially beside BLAS."""
+    with _serial_numba():
+        _grad_weight(x, grad_out, g, out)
+
+
+def _grad_input(weight, grad_out, g, out):
     """Input gradient: ``out (N, C, H, W)`` from weight (K, C, KH, KW), grad_out (N, K, OH, OW).
 
     Per tile: ``cols = weight(K, CKK).T @ grad_out(K, T)`` by one (batched) GEMM, then
@@ -456,7 +495,7 @@ def grad_input(weight, grad_out, g, out):
         _col2im(cols, tile, *_geometry_args(g), out, ckk, 0)
 
 
-def grad_weight(x, grad_out, g, out):
+def _grad_weight(x, grad_out, g, out):
     """Weight gradient: ``out (K, C, KH, KW)`` from x (N, C, H, W), grad_out (N, K, OH, OW).
 
     Per tile: im2col into one (CKK, nb*T) matrix, grad_out's tile as (K, nb*T) (a view
