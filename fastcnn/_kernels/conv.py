@@ -1,21 +1,33 @@
-"""2-D convolution: im2col tiles in Numba, matrix products in BLAS.
+"""2-D convolution: column matrices built in Numba, matrix products in BLAS.
 
 Layouts: input ``x`` (N, C, H, W), weight (K, C, KH, KW), output (N, K, OH, OW), all
 C-contiguous, one float dtype. With ``CKK = C*KH*KW`` and ``P = OH*OW``, the convolution of
 image ``n`` is the matrix product ``weight(K, CKK) @ cols_n(CKK, P)``, where row
 ``(c*KH + i)*KW + j`` of ``cols_n`` holds the zero-padded input pixels that kernel tap
-``(c, i, j)`` meets at each of the ``P`` output positions. The obvious twin of every
-function here is ``fastcnn.reference.conv``.
+``(c, i, j)`` meets at each of the ``P`` output positions (im2col). The obvious twin of
+every function here is ``fastcnn.reference.conv``.
 
-The drivers (``forward``, ``grad_input``, ``grad_weight``, ``grad_bias``) walk the batch
-in chunks of images so the column matrix stays a few MiB, whatever the batch, and reuse it
-from a per-thread scratch cache (``fastcnn._workspace``). Each chunk alternates one
-parallel Numba kernel (im2col or col2im) with one BLAS call from NumPy; the two thread
-pools never run at the same time.
+Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_weight``,
+``grad_bias``):
 
-Padding is materialised as exact zeros in ``cols`` and multiplied like any other pixel, so
-NaN and inf propagate as in the reference (``inf * 0 = nan`` where a weight or gradient
-meets the padding).
+- stride 1 (the common case), "wrapped" columns: each padded image plane is copied once,
+  and every column row is then one contiguous run of it (see :func:`_im2col_wrap`); the
+  ``WP - OW`` extra columns per output row are computed and dropped (forward) or met by
+  zeros (gradients). Few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input) skip
+  the GEMM: :func:`_direct_wrapped` multiplies directly, vectorised along those runs.
+- other strides: classic im2col/col2im tiles (:func:`_im2col`, :func:`_col2im`);
+- 1x1 kernels with stride 1 and no padding: the input is its own column matrix.
+
+Work goes in chunks of images (or of output rows of one image) so the column matrix stays
+a few MiB whatever the batch; all scratch comes from a per-thread cache
+(``fastcnn._workspace``), since fresh large allocations cost a page fault per 4 KiB here.
+BLAS calls (``np.matmul``) use the caller's thread count; Numba kernels that alternate with
+them run on one thread (:func:`_serial_numba`), so the two pools never fight for the cores.
+
+Padding is materialised as exact zeros and multiplied like any other pixel, so NaN and inf
+propagate as in the reference (``inf * 0 = nan`` where a weight or gradient meets the
+padding). The wrapped gradient paths multiply extra columns by zeros, which is exact only
+for finite operands: they are taken only when :func:`_all_finite` says so.
 """
 
 from __future__ import annotations
