@@ -282,6 +282,11 @@ def _malloc_note() -> str:
     )
 
 
+def _load() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def format_compile(report: dict) -> list[str]:
     cold, warm = report["cold"], report["warm"]
     lines = [
@@ -395,6 +400,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     """Measure and print the GEMM peak and every case; save the JSON if asked."""
     import fastcnn
 
+    load_start = _load()  # other processes on the cores make timings noisy: say so
     effort = QUICK if args.quick else FULL
     info = fastcnn.info()
     versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
@@ -407,6 +413,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     print(_malloc_note())
+    print(f"load average (1 min): {load_start} at the start, {_load()} after the GEMM peak")
     print(
         f"GEMM peak: numpy float32 matmul {gemm['size']}^3, same threads: "
         f"{gemm['gflops']:.1f} GFLOP/s"
@@ -434,6 +441,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
             "versions": versions,
             "threads": threads,
             "env": {v: os.environ.get(v) for v in MALLOC_VARS},
+            "load_average": {"start": load_start, "end": _load()},
             "quick": args.quick,
             "gemm": gemm,
             "rows": rows,

@@ -157,6 +157,8 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
         assert line.split()[:3] == ["tiny", op, direction]
     assert any(line.startswith("malloc:") for line in lines[:header])
     assert any(line.startswith("GEMM peak:") for line in lines[:header])
+    assert any(line.startswith("load average") for line in lines[:header])
+    assert set(result["load_average"]) == {"start", "end"}
 
 
 def test_bench_compares_with_torch_when_installed(tmp_path, capsys):
