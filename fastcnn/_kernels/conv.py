@@ -218,7 +218,8 @@ def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col):
 @jit(parallel=True)
 def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
     """Stride-1 col2im of wrapped columns, then the crop of the padding: for nb images,
-    ``out[n0+b]`` (C, H, W) gets the sum of the taps of ``cols`` (nb*CKK, OH*WP).
+    ``out[n0+b]`` (C, H, W) gets the sum of the taps of ``cols`` (CKK, nb*OH*WP), the
+    images' columns side by side.
 
     xp: scratch of nb*C planes of ``plane_size = HP*WP + (KW-1)*dw`` (a private tail per
     plane, so no plane's wrapped columns spill into another's). The wrapped columns must
@@ -228,8 +229,8 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
     its own output plane.
     """
     c, h, w = out.shape[1], out.shape[2], out.shape[3]
-    length = cols.shape[1]
-    nb = cols.shape[0] // (c * kh * kw)
+    length = (hp - (kh - 1) * dh) * wp
+    nb = cols.shape[1] // length
     for t in prange(nb * c):
         b = t // c
         ci = t - b * c
@@ -237,7 +238,7 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
         plane[:] = 0
         for i in range(kh):
             for j in range(kw):
-                row = cols[b * c * kh * kw + (ci * kh + i) * kw + j]
+                row = cols[(ci * kh + i) * kw + j, b * length : (b + 1) * length]
                 acc = plane[i * dh * wp + j * dw : i * dh * wp + j * dw + length]
                 for q in range(length):
                     acc[q] += row[q]
@@ -299,22 +300,25 @@ def _direct_wrapped(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
 
 
 @jit(parallel=True)
-def _unwrap(tmp, y, n0, oy0, wp, bias):
-    """``y[n0+b, k, oy0+r, ox] = tmp[b, k, r*WP + ox] + bias[k]``: drop the wrapped columns.
+def _unwrap(tmp, nb, y, n0, oy0, wp, bias):
+    """``y[n0+b, k, oy0+r, ox] = tmp[k, b*L + r*WP + ox] + bias[k]``: drop the wrapped columns.
 
-    tmp: (nb, K, rows*WP) GEMM result of :func:`_im2col_wrap`'s columns. y: (N, K, OH, OW).
+    tmp: (K, nb*L) GEMM result on :func:`_im2col_wrap`'s side-by-side columns, ``L =
+    rows*WP``. y: (N, K, OH, OW).
     Parallel over (image, channel) pairs: each writes its own output rows.
     """
-    nb, k = tmp.shape[0], tmp.shape[1]
+    k = tmp.shape[0]
+    length = tmp.shape[1] // nb
     ow = y.shape[3]
-    rows = tmp.shape[2] // wp
+    rows = length // wp
     for t in prange(nb * k):
         b = t // k
         ki = t - b * k
         bk = bias[ki]
         for r in range(rows):
             dst = y[n0 + b, ki, oy0 + r]
-            src = tmp[b, ki, r * wp : r * wp + ow]
+            start = b * length + r * wp
+            src = tmp[ki, start : start + ow]
             for ox in range(ow):
                 dst[ox] = src[ox] + bk
 
@@ -461,11 +465,11 @@ def _forward_wrapped(x, weight, bias, g, out):
             continue
         for oy0 in range(0, g.oh, rows):
             length = (min(g.oh, oy0 + rows) - oy0) * wp
-            tmp = tmp_buf[: m * g.k * length].reshape(m, g.k, length)
-            cols = cols_buf[: m * ckk * length].reshape(m * ckk, length)
-            _im2col_wrap(xp, m, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, oy0, length, cols, ckk, 0)
-            np.matmul(w2d, cols.reshape(m, ckk, length), out=tmp)
-            _unwrap(tmp, out, n0, oy0, wp, bias)
+            tmp = tmp_buf[: g.k * m * length].reshape(g.k, m * length)
+            cols = cols_buf[: ckk * m * length].reshape(ckk, m * length)
+            _im2col_wrap(xp, m, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, oy0, length, cols, 0, length)
+            np.matmul(w2d, cols, out=tmp)  # one GEMM for the whole chunk
+            _unwrap(tmp, m, out, n0, oy0, wp, bias)
 
 
 def grad_input(weight, grad_out, g, out):
@@ -552,9 +556,9 @@ def _wrapped_images(g, itemsize: int, rows: int) -> int:
 
 
 def _grad_input_wrapped(weight, grad_out, g, out):
-    """Stride-1 input gradient on wrapped rows: grad_out regrouped with zero wrapped
-    columns, one batched GEMM ``weight.T @ grad_out`` per chunk, and a col2im whose taps are
-    long contiguous adds. Exact only for finite weights (the wrapped columns hold
+    """Stride-1 input gradient on wrapped rows: grad_out regrouped side by side (K, nb*L)
+    with zero wrapped columns, one GEMM ``weight.T @ grad_out`` per chunk, and a col2im
+    whose taps are long contiguous adds. Exact only for finite weights (the wrapped columns hold
     ``weight * 0``), which the caller checks."""
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     ckk, length = g.c * g.kh * g.kw, g.oh * wp
@@ -566,10 +570,10 @@ def _grad_input_wrapped(weight, grad_out, g, out):
     w2d_t = weight.reshape(g.k, ckk).T
     for n0 in range(0, g.n, nb):
         m = min(nb, g.n - n0)
-        go_w = go_buf[: m * g.k * length].reshape(m * g.k, length)
-        _wrap_rows(grad_out, n0, m, wp, go_w, g.k, 0)
-        cols = cols_buf[: m * ckk * length].reshape(m * ckk, length)
-        np.matmul(w2d_t, go_w.reshape(m, g.k, length), out=cols.reshape(m, ckk, length))
+        go_w = go_buf[: g.k * m * length].reshape(g.k, m * length)
+        _wrap_rows(grad_out, n0, m, wp, go_w, 0, length)
+        cols = cols_buf[: ckk * m * length].reshape(ckk, m * length)
+        np.matmul(w2d_t, go_w, out=cols)  # one GEMM for the whole chunk
         _col2im_wrap(cols, n0, hp, wp, g.kh, g.kw, g.dh, g.dw, g.ph, g.pw, plane, xp, out)
 
 
