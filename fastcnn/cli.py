@@ -87,12 +87,15 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     opt.add_argument("--epochs", type=_positive_int, metavar="N")
     opt.add_argument("--batch-size", type=_positive_int, metavar="N")
     opt.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
-    opt.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    opt.add_argument("--optimizer", choices=["sgd", "adam"], help="(default: sgd)")
     opt.add_argument("--momentum", type=_non_negative_float, metavar="M", help="SGD momentum")
     opt.add_argument(
-        "--batchnorm", action="store_true", help="add BatchNorm2d after each convolution"
+        "--batchnorm",
+        action="store_true",
+        default=None,
+        help="add BatchNorm2d after each convolution",
     )
-    opt.add_argument("--seed", type=int, default=0, help="seed of weights and batch order")
+    opt.add_argument("--seed", type=int, help="seed of weights and batch order (default: 0)")
     opt.add_argument(
         "--threads", type=_positive_int, metavar="N", help="kernel threads (default: all cores)"
     )
@@ -172,28 +175,24 @@ def _bench(args) -> int:
 # --- train ---------------------------------------------------------------------------
 
 
-def _settings(args) -> dict:
-    """The training settings: command-line values over the dataset's defaults."""
-    defaults = dict(DEFAULTS[args.dataset])
-    if args.optimizer == "adam":
-        defaults["lr"] = _ADAM_LR
-    given = {
-        key: getattr(args, key)
-        for key in ("epochs", "batch_size", "lr", "momentum")
-        if getattr(args, key) is not None
-    }
-    if args.optimizer == "adam" and "momentum" in given:
+_SETTINGS = ("optimizer", "batchnorm", "seed", "epochs", "batch_size", "lr", "momentum")
+
+
+def _settings(args, saved: dict | None = None) -> dict:
+    """The training settings: the options given, over ``saved`` (a resumed run's) or defaults."""
+    given = {key: getattr(args, key) for key in _SETTINGS if getattr(args, key) is not None}
+    if saved is None:
+        optimizer = given.get("optimizer", "sgd")
+        base = {"dataset": args.dataset, "optimizer": optimizer, "batchnorm": False, "seed": 0}
+        base.update(DEFAULTS[args.dataset])
+        if optimizer == "adam":
+            base["lr"] = _ADAM_LR
+            del base["momentum"]
+    else:
+        base = dict(saved)
+    if given.get("optimizer", base.get("optimizer")) == "adam" and "momentum" in given:
         raise UsageError("--momentum applies to --optimizer sgd only")
-    settings = {**defaults, **given}
-    if args.optimizer == "adam":
-        settings.pop("momentum")
-    return {
-        "dataset": args.dataset,
-        "optimizer": args.optimizer,
-        "batchnorm": args.batchnorm,
-        "seed": args.seed,
-        **settings,
-    }
+    return {**base, **given}
 
 
 def _load_data(args):
@@ -234,13 +233,16 @@ def _train(args) -> int:
     import fastcnn
     from fastcnn import nn, optim, train
 
-    config = _settings(args)
     plt = _import_pyplot() if args.plot else None
     checkpoint = None if args.no_checkpoint else Path(args.checkpoint_dir) / f"{args.dataset}.npz"
-    if args.resume and checkpoint is None:
-        raise UsageError("--resume needs a checkpoint: drop --no-checkpoint")
-    if args.resume and not checkpoint.exists():
-        raise UsageError(f"--resume: no checkpoint at {checkpoint}")
+    saved = None
+    if args.resume:
+        if checkpoint is None:
+            raise UsageError("--resume needs a checkpoint: drop --no-checkpoint")
+        if not checkpoint.exists():
+            raise UsageError(f"--resume: no checkpoint at {checkpoint}")
+        saved = train.load_checkpoint(checkpoint)["config"]
+    config = _settings(args, saved)
     (x, y), (xt, yt) = _load_data(args)
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)

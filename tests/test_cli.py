@@ -157,3 +157,24 @@ def test_corrupt_mnist_is_a_runtime_error(capsys, monkeypatch, tmp_path):
     code, out, err = run(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)], capsys)
     assert code == 1
     assert "fastcnn train: error:" in err and "train-images-idx3-ubyte.gz" in err
+
+
+@pytest.fixture
+def restore_threads():
+    import fastcnn
+
+    before = fastcnn.get_num_threads()
+    yield
+    fastcnn.set_num_threads(before)
+
+
+def test_resume_keeps_the_run_settings(capsys, monkeypatch, tmp_path, restore_threads):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    first = ["train", "--epochs", "1", "--lr", "0.02", "--batch-size", "64", "--threads", "1"]
+    assert run(first, capsys)[0] == 0
+    code, out, _ = run(["train", "--resume", "--epochs", "2", "--threads", "1"], capsys)
+    assert code == 0
+    assert "batch 64, sgd lr 0.02" in out and "after epoch 1" in out and "epoch 2/2" in out
+    code, _, err = run(["train", "--resume", "--epochs", "3", "--lr", "0.5"], capsys)
+    assert code == 1 and "lr: 0.02 -> 0.5" in err
