@@ -17,7 +17,7 @@ TRAIN_EXTRA = "pip install 'fastcnn[train]'"
 #: Per-dataset defaults of ``fastcnn train`` (any option given on the command line wins).
 DEFAULTS = {
     "digits": {"epochs": 10, "batch_size": 32, "lr": 0.05, "momentum": 0.9},
-    "mnist": {"epochs": 1, "batch_size": 64, "lr": 0.01, "momentum": 0.9},
+    "mnist": {"epochs": 1, "batch_size": 64, "lr": 0.05, "momentum": 0.9},
 }
 _ADAM_LR = 1e-3
 
