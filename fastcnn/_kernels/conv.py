@@ -342,11 +342,14 @@ def _sum_bias(grad_out, out):
 
     Parallel over channels: each iteration owns ``out[k]`` and sums its rows serially.
     """
-    n, k = grad_out.shape[0], grad_out.shape[1]
+    # An explicit loop, not ``.sum()``: Numba's array sum compiled inside this kernel gave
+    # other bits than the same kernel loaded from the cache, breaking bitwise resume.
+    n, k, p = grad_out.shape
     for ki in prange(k):
         acc = out.dtype.type(0)
         for b in range(n):
-            acc += grad_out[b, ki].sum()
+            for i in range(p):
+                acc += grad_out[b, ki, i]
         out[ki] = acc
 
 
