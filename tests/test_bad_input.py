@@ -97,8 +97,17 @@ def tripwires(monkeypatch):
     """
     kernel_mods = _kernel_modules()
     for mod in kernel_mods:
+        # A kernel called from inside other kernels stays: they resolve it as a global
+        # when they compile, and a Python tripwire there would fail their compilation.
+        # The kernels that call it are wired, so a run still trips.
+        inner = {
+            name
+            for obj in vars(mod).values()
+            if hasattr(obj, "py_func")
+            for name in obj.py_func.__code__.co_names
+        }
         for attr, obj in list(vars(mod).items()):
-            if _origin(obj).startswith("fastcnn._kernels"):
+            if _origin(obj).startswith("fastcnn._kernels") and attr not in inner:
                 monkeypatch.setattr(mod, attr, _tripwire(f"{mod.__name__}.{attr}", obj))
     for modname, mod in list(sys.modules.items()):
         if not modname.startswith("fastcnn.") or modname.startswith("fastcnn._kernels"):
