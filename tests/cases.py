@@ -15,8 +15,16 @@ round-off error proportional to its largest terms, not to each small result.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
+
+# Kernels are checked with one thread and with all of them (the ``threads`` fixture of
+# conftest.py; Hypothesis tests draw from the same two counts).
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+THREADS = [pytest.param(1, id="1thread"), pytest.param(MAX_THREADS, id="all-threads")]
+# The reference (NumPy) warns where NaN and inf arise; the values are what is checked.
+SPECIAL_VALUES = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
 
 # --- dtypes and tolerances -----------------------------------------------------------
 

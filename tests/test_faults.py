@@ -205,7 +205,8 @@ def test_damaged_checkpoint_is_refused_and_kept(
 
 
 @pytest.fixture
-def threads():
+def set_threads():
+    """``fastcnn.set_num_threads``, with the count restored after the test."""
     before = fastcnn.get_num_threads()
     yield fastcnn.set_num_threads
     fastcnn.set_num_threads(before)
@@ -224,18 +225,18 @@ def short_run(n_threads: int, set_threads) -> dict:
     return net.state_dict()
 
 
-def test_same_seed_and_threads_is_bitwise_equal(threads):
+def test_same_seed_and_threads_is_bitwise_equal(set_threads):
     pytest.importorskip("sklearn")
     n = max(2, min(4, os.cpu_count() or 2))
-    first, second = short_run(n, threads), short_run(n, threads)
+    first, second = short_run(n, set_threads), short_run(n, set_threads)
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
 
-def test_other_thread_count_agrees_to_round_off(threads):
+def test_other_thread_count_agrees_to_round_off(set_threads):
     """Ten SGD steps: summation order differs, so equal up to float32 round-off only."""
     pytest.importorskip("sklearn")
-    one, two = short_run(1, threads), short_run(2, threads)
+    one, two = short_run(1, set_threads), short_run(2, set_threads)
     for key in one:
         scale = np.abs(one[key]).max()
         np.testing.assert_allclose(two[key], one[key], rtol=0, atol=1e-5 * scale, err_msg=key)

@@ -9,7 +9,6 @@ exactly equal. NaN and inf must land where the reference puts them.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 from cases import (
@@ -19,8 +18,10 @@ from cases import (
     DTYPES,
     ELEMENTWISE_SHAPES,
     LINEAR_CASES,
+    MAX_THREADS,
     POOL_CASES,
     SOFTMAX_CASES,
+    SPECIAL_VALUES,
     assert_close,
     bce_inputs,
     ce_inputs,
@@ -37,20 +38,7 @@ import fastcnn
 from fastcnn import functional as F
 from fastcnn import reference as R
 
-MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-THREADS = [pytest.param(1, id="1thread"), pytest.param(MAX_THREADS, id="all-threads")]
 HYPOTHESIS = settings(max_examples=12, deadline=None)
-# The reference (NumPy) warns where NaN and inf arise; the values are what is checked.
-SPECIAL_VALUES = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
-
-
-@pytest.fixture(params=THREADS)
-def threads(request):
-    """Run the test with fastcnn on the given number of threads, then restore."""
-    before = fastcnn.get_num_threads()
-    fastcnn.set_num_threads(request.param)
-    yield request.param
-    fastcnn.set_num_threads(before)
 
 
 def assert_same(actual, expected):

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 import pytest
 from cases import (
     CONV_CASES,
     DTYPES,
+    MAX_THREADS,
+    SPECIAL_VALUES,
     assert_close,
     conv_inputs,
     conv_kwargs,
@@ -36,20 +37,7 @@ from fastcnn import functional as F
 from fastcnn import reference as R
 from fastcnn._kernels import conv as conv_kernels
 
-MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-THREADS = [pytest.param(1, id="1thread"), pytest.param(MAX_THREADS, id="all-threads")]
 HYPOTHESIS = settings(max_examples=15, deadline=None)
-# The reference (NumPy) warns where NaN and inf arise; the values are what is checked.
-SPECIAL_VALUES = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
-
-
-@pytest.fixture(params=THREADS)
-def threads(request):
-    """Run the test with fastcnn on the given number of threads, then restore."""
-    before = fastcnn.get_num_threads()
-    fastcnn.set_num_threads(request.param)
-    yield request.param
-    fastcnn.set_num_threads(before)
 
 
 def atol_for(dtype, terms: int):
