@@ -7,10 +7,12 @@ it with one implementation on fixed inputs:
 
 - ``fastcnn``: :mod:`fastcnn.functional` (and :mod:`fastcnn.nn` for the training step);
 - ``reference``: :mod:`fastcnn.reference`, affordable on small presets only;
-- ``torch``: PyTorch's CPU kernels, imported only when asked for (fastcnn never needs it).
+- ``torch``: PyTorch's CPU kernels, imported only when asked for (fastcnn never needs it);
+- ``tutorial``: :mod:`fastcnn._tutorial`, a ``scipy.signal.correlate2d`` layer of the
+  from-scratch style, for the conv cases of small presets (imports SciPy when asked for).
 
 Every implementation of a case gets the same input arrays (same seed), so their results
-can be compared before they are timed.
+can be compared (:func:`assert_same`) before they are timed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMPLEMENTATIONS = ("fastcnn", "reference", "torch")
+IMPLEMENTATIONS = ("fastcnn", "reference", "torch", "tutorial")
 
 # --- shapes --------------------------------------------------------------------------
 
@@ -174,10 +176,11 @@ class Case:
     @property
     def implementations(self) -> tuple[str, ...]:
         """The implementations worth timing here: the reference only where affordable, and
-        only for single ops (it has no layer API for the training step)."""
-        if self.small and self.op != "train_step":
-            return IMPLEMENTATIONS
-        return ("fastcnn", "torch")
+        only for single ops (it has no layer API for the training step); the tutorial layer
+        only for the convolutions of small presets."""
+        if not self.small or self.op == "train_step":
+            return ("fastcnn", "torch")
+        return IMPLEMENTATIONS if self.op == "conv2d" else ("fastcnn", "reference", "torch")
 
     def __str__(self) -> str:
         return f"{self.op}-{self.direction}-{self.preset}"
@@ -264,7 +267,7 @@ def workload(case: Case, impl: str, seed: int = 0) -> Callable[[], object]:
     It returns the case's result (NumPy arrays for ``fastcnn``/``reference``, tensors for
     ``torch``; the loss for the training step) and has no effect but on buffers it owns
     (batchnorm running statistics, the training step's parameters). ``torch`` raises
-    ``ImportError`` where PyTorch is not installed.
+    ``ImportError`` where PyTorch is not installed, ``tutorial`` where SciPy is not.
     """
     if impl == "torch":
         return _torch_workload(case, inputs(case, seed))
@@ -272,6 +275,10 @@ def workload(case: Case, impl: str, seed: int = 0) -> Callable[[], object]:
         lib = importlib.import_module("fastcnn.functional")
     elif impl == "reference":
         lib = importlib.import_module("fastcnn.reference")
+    elif impl == "tutorial":
+        if case.op != "conv2d":
+            raise ValueError(f"{case}: the tutorial implementation is of conv2d only")
+        lib = importlib.import_module("fastcnn._tutorial")
     else:
         raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if case.op == "train_step":
@@ -392,6 +399,26 @@ def _torch_train_step(torch, t: dict) -> Callable[[], object]:
         return loss.detach()
 
     return step
+
+
+# --- results -------------------------------------------------------------------------
+
+
+def result_arrays(result) -> list[np.ndarray]:
+    """A workload's result as a list of float64 NumPy arrays (tensors converted)."""
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [np.asarray(r.numpy() if hasattr(r, "numpy") else r, np.float64) for r in items]
+
+
+def assert_same(got, want, rtol: float = 1e-3) -> None:
+    """Raise ``AssertionError`` unless two workload results agree: float32 sums taken in
+    different orders, so within ``rtol`` relative and ``rtol`` times the largest magnitude
+    absolute (the training step returns its loss: same weights, same batch)."""
+    got, want = result_arrays(got), result_arrays(want)
+    assert len(got) == len(want), f"{len(got)} results, expected {len(want)}"
+    for g, w in zip(got, want, strict=True):
+        scale = max(1.0, float(np.abs(w).max(initial=0)))
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
 
 
 # --- GEMM ----------------------------------------------------------------------------

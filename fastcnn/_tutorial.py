@@ -2,9 +2,12 @@
 
 Each output plane is a sum of ``scipy.signal.correlate2d`` calls, one per (image, output
 channel, input channel) triple, and each gradient likewise: the loops that fastcnn exists
-to replace. Same signatures as ``fastcnn.functional`` (stride 1, dilation 1), so the
-benchmarks time it like the other implementations. SciPy is not a fastcnn dependency:
-it is imported when this module is, and the benchmarks skip it where it is missing.
+to replace. Same signatures as ``fastcnn.functional`` (stride 1, dilation 1), so
+``fastcnn bench`` and ``benchmarks/`` time it like the other implementations.
+
+Private, and imported only by them: it imports SciPy, which is not a fastcnn dependency
+(it comes with the ``train`` extra, through scikit-learn), so importing this module raises
+``ImportError`` where SciPy is missing, and no other fastcnn module imports it.
 """
 
 import numpy as np
