@@ -38,21 +38,43 @@ from pathlib import Path
 from fastcnn import _presets
 
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-OPTIONS = ("preset", "quick", "threads", "no_torch", "repeats", "compile", "json")  # in the JSON
+# ``--malloc``: the environment of each mode. ``high``: blocks up to 32 MiB come from the heap
+# and freed memory stays there (32 MiB is glibc's documented maximum mmap threshold on 64-bit;
+# glibc 2.36 takes larger values too, older ones may ignore them).
+MALLOC_MODES = {
+    "default": {},
+    "high": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
+}
+OPTIONS = (
+    "preset",
+    "quick",
+    "threads",
+    "no_torch",
+    "repeats",
+    "compile",
+    "no_memory",
+    "malloc",
+    "json",
+)  # fmt: skip  (the options saved in the JSON)
 
 
 @dataclass(frozen=True)
 class Effort:
-    """How long to time: per case (fastcnn and torch), per reference, for the GEMM peak."""
+    """How long to time: per case (fastcnn and torch), per reference, per tutorial layer
+    (one call takes 0.1-5 s: few samples of one call), for the GEMM peak."""
 
     budget: float
     reference_budget: float
+    tutorial_budget: float
     gemm_budget: float
     min_samples: int
+    tutorial_samples: int
 
 
-FULL = Effort(budget=2.0, reference_budget=2.0, gemm_budget=3.0, min_samples=10)
-QUICK = Effort(budget=0.4, reference_budget=0.5, gemm_budget=1.0, min_samples=5)
+FULL = Effort(2.0, reference_budget=2.0, tutorial_budget=2.0, gemm_budget=3.0, min_samples=10,
+              tutorial_samples=3)  # fmt: skip
+QUICK = Effort(0.4, reference_budget=0.5, tutorial_budget=0.0, gemm_budget=1.0, min_samples=5,
+               tutorial_samples=1)  # fmt: skip
 SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts about this long
 # Idle time before each sample: GNU OpenMP threads spin for a few ms after each parallel
 # region, and torch and Numba each have their own pool; the pause lets the pool of the
@@ -81,15 +103,21 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def time_calls(fns: dict, *, budget: float, min_samples: int, samples: int | None = None):
+def time_calls(
+    fns: dict, *, budget: float, min_samples: int, samples: int | None = None, number=None
+):
     """Time each zero-argument callable in ``fns`` and return ``{name: Timing}``.
 
-    One warm-up call each sets how many calls make a sample (about ``SAMPLE_SECONDS``).
-    Samples alternate between the callables, so a slow spell of a shared machine hits all
-    of them alike. Sampling stops after ``samples`` rounds if given, else once at least
-    ``min_samples`` rounds are done and ``budget`` seconds have passed.
+    One warm-up call each sets how many calls make a sample (about ``SAMPLE_SECONDS``),
+    unless ``number`` gives it (then there is no warm-up call: for slow callables already
+    called once). Samples alternate between the callables, so a slow spell of a shared
+    machine hits all of them alike. Sampling stops after ``samples`` rounds if given, else
+    once at least ``min_samples`` rounds are done and ``budget`` seconds have passed.
     """
-    number = {name: max(1, round(SAMPLE_SECONDS / time_once(fn))) for name, fn in fns.items()}
+    if number is None:
+        number = {name: max(1, round(SAMPLE_SECONDS / time_once(fn))) for name, fn in fns.items()}
+    else:
+        number = dict.fromkeys(fns, number)
     per_call = {name: [] for name in fns}
     deadline = time.perf_counter() + budget
 
@@ -141,27 +169,48 @@ def measure_gemm(effort: Effort, samples: int | None) -> dict:
     }
 
 
-def measure_case(case, torch, effort: Effort, samples, gemm_gflops: float, limit_pools) -> dict:
-    """Time one case with fastcnn, torch (if given) and the reference (if affordable).
+def measure_case(case, optional, effort: Effort, samples, gemm_gflops: float, limit_pools) -> dict:
+    """Time one case with fastcnn, the reference and tutorial layer where affordable, and
+    torch; ``optional`` names those of torch and tutorial that can run (importable, wanted).
 
-    ``limit_pools()`` is called after the first calls, which may have loaded a thread pool
-    (Numba's ``np.dot`` loads SciPy's OpenBLAS), so that it too runs on the benchmark's
-    thread count.
+    Each implementation's first call is timed on its own, and its result checked against
+    fastcnn's (:func:`fastcnn._presets.assert_same`). ``limit_pools()`` is called after the
+    first calls, which may have loaded a thread pool (Numba's ``np.dot`` loads SciPy's
+    OpenBLAS), so that it too runs on the benchmark's thread count.
     """
-    fns = {"fastcnn": _presets.workload(case, "fastcnn")}
-    if torch is not None:
-        fns["torch"] = _presets.workload(case, "torch")
-    if "reference" in case.implementations:
-        fns["reference"] = _presets.workload(case, "reference")
-    first = {name: time_once(fn) for name, fn in fns.items()}
+    names = [i for i in case.implementations if i in ("fastcnn", "reference") or i in optional]
+    fns = {name: _presets.workload(case, name) for name in names}
+    first, results = {}, {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        results[name] = fn()
+        first[name] = time.perf_counter() - start
+    for name in names[1:]:
+        _presets.assert_same(results[name], results["fastcnn"])
+    del results
     limit_pools()
-    reference = {"reference": fns.pop("reference")} if "reference" in fns else {}
+    slow = {name: fns.pop(name) for name in ("reference", "tutorial") if name in fns}
     timings = time_calls(fns, budget=effort.budget, min_samples=effort.min_samples, samples=samples)
-    if reference:  # slow: timed on its own, with its own budget
+    if "reference" in slow:  # slow: timed on its own, with its own budget
         timings |= time_calls(
-            reference, budget=effort.reference_budget, min_samples=3, samples=samples
+            {"reference": slow["reference"]},
+            budget=effort.reference_budget,
+            min_samples=3,
+            samples=samples,
+        )
+    if "tutorial" in slow:  # slower still: one call per sample, no calibration call
+        timings |= time_calls(
+            {"tutorial": slow["tutorial"]},
+            budget=effort.tutorial_budget,
+            min_samples=effort.tutorial_samples,
+            samples=samples,
+            number=1,
         )
     fast = timings["fastcnn"].median
+
+    def slower(impl):  # an implementation's time over fastcnn's
+        return timings[impl].median / fast if impl in timings else None
+
     row = {
         "preset": case.preset,
         "op": case.op,
@@ -171,7 +220,8 @@ def measure_case(case, torch, effort: Effort, samples, gemm_gflops: float, limit
         "gflops": case.flops / fast / 1e9 if case.flops else None,
         "pct_gemm": 100 * case.flops / fast / 1e9 / gemm_gflops if case.flops else None,
         "torch_ratio": fast / timings["torch"].median if "torch" in timings else None,
-        "reference_speedup": timings["reference"].median / fast if "reference" in timings else None,
+        "reference_speedup": slower("reference"),
+        "tutorial_speedup": slower("tutorial"),
         "first_call": first,
     }
     for impl in _presets.IMPLEMENTATIONS:
@@ -207,6 +257,67 @@ def measure_compile(names, threads: int) -> dict:
     return report
 
 
+# --- peak memory of a training step -------------------------------------------------
+
+STEP_WARMUP, STEP_COUNT = 3, 5
+
+
+def _status_mib(field: str) -> float:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no {field} in /proc/self/status")
+
+
+def step_memory(case, impl: str, limit_pools=lambda: None) -> dict:
+    """In this process: the resident memory of training steps of ``case`` with ``impl``.
+
+    After ``STEP_WARMUP`` steps, the peak resident set (VmHWM) is reset to the current one
+    and ``STEP_COUNT`` more steps run. Returns MiB: ``baseline`` (VmRSS before them: the
+    interpreter, libraries, model, data and caches), ``peak`` (VmHWM after them) and
+    ``step = peak - baseline``, what a step allocates on top; or ``{"unavailable": why}``
+    where Linux's ``/proc/self/clear_refs`` cannot reset the peak.
+    """
+    step = _presets.workload(case, impl)
+    step()
+    limit_pools()  # the first step may load a thread pool
+    for _ in range(STEP_WARMUP - 1):
+        step()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: VmHWM := VmRSS
+    except OSError as exc:
+        return {"unavailable": f"cannot reset the peak resident set ({exc})"}
+    baseline = _status_mib("VmRSS")
+    for _ in range(STEP_COUNT):
+        step()
+    peak = _status_mib("VmHWM")
+    return {"baseline": baseline, "peak": peak, "step": peak - baseline}
+
+
+def measure_memory(names, threads: int, impls) -> list[dict]:
+    """:func:`step_memory` of each training-step case of ``names`` with each of ``impls``,
+    each in a fresh process (one library's caches and freed memory do not count against the
+    other; the malloc variables are inherited). ``ratio``: fastcnn's step over torch's."""
+    report = []
+    for case in (c for c in _presets.cases(names) if c.op == "train_step"):
+        entry = {"case": str(case)}
+        for impl in impls:
+            if not sys.platform.startswith("linux"):
+                entry[impl] = {"unavailable": "needs Linux's /proc/self/clear_refs"}
+                continue
+            command = [sys.executable, "-m", "fastcnn.bench", f"--step-memory={impl}"]
+            command += [f"--threads={threads}", f"--preset={case.preset}"]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            entry[impl] = json.loads(done.stdout.splitlines()[-1])
+        fast, torch = entry.get("fastcnn", {}), entry.get("torch", {})
+        # below a page or so the ratio says nothing (malloc kept the warm-up's memory)
+        measurable = "step" in fast and torch.get("step", 0) >= 0.1
+        entry["ratio"] = fast["step"] / torch["step"] if measurable else None
+        report.append(entry)
+    return report
+
+
 # --- output --------------------------------------------------------------------------
 
 COLUMNS = (
@@ -223,12 +334,15 @@ COLUMNS = (
     ("/torch", 7, "torch_ratio", "{:.2f}"),
     ("ref ms", 9, lambda r: r["reference"] and r["reference"]["median"] * 1e3, "{:.1f}"),
     ("ref/", 7, "reference_speedup", "{:.3g}x"),
+    ("tut/", 7, "tutorial_speedup", "{:.3g}x"),
 )
 LEGEND = (
     "median ms, IQR ms: fastcnn's time per call (median, interquartile range);"
     " first ms: its first call in this process (compile or cache load, paid by the first"
     " case using a kernel); %GEMM: its GFLOP/s over the GEMM peak above; /torch: fastcnn"
-    " time / torch time (below 1: fastcnn faster); ref/: reference time / fastcnn time."
+    " time / torch time (below 1: fastcnn faster); ref/: reference time / fastcnn time;"
+    " tut/: the tutorial layer's time (scipy.signal.correlate2d per channel pair, small conv"
+    " presets, where SciPy is installed) / fastcnn time."
 )
 
 
@@ -269,6 +383,33 @@ def format_summary(rows: list[dict]) -> list[str]:
         lines.append(
             f"conv2d speedup over the reference: min {min(speedups):.3g}x over {len(speedups)} rows"
         )
+    speedups = [r["tutorial_speedup"] for r in conv if r["tutorial_speedup"]]
+    if speedups:
+        lines.append(
+            f"conv2d speedup over the tutorial layer: min {min(speedups):.3g}x "
+            f"over {len(speedups)} rows"
+        )
+    return lines
+
+
+def _format_step(impl: str, m: dict) -> str:
+    if "unavailable" in m:
+        return f"{impl} unavailable: {m['unavailable']}"
+    return f"{impl} {m['step']:.1f} MiB above resident (VmHWM {m['peak']:.0f} MiB)"
+
+
+def format_memory(report: list[dict], threads: int) -> list[str]:
+    """The lines of :func:`measure_memory`'s report."""
+    lines = [
+        f"peak memory of one training step (fresh process each, {threads} threads, "
+        f"peak of {STEP_COUNT} steps after {STEP_WARMUP} warm-up steps):"
+    ]
+    for entry in report:
+        parts = [_format_step(impl, m) for impl, m in entry.items() if isinstance(m, dict)]
+        if "torch" in entry:
+            ratio = entry["ratio"]
+            parts.append("ratio fastcnn/torch " + ("-" if ratio is None else f"{ratio:.2f}"))
+        lines.append(f"  {entry['case']}: " + ", ".join(parts))
     return lines
 
 
@@ -343,8 +484,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time the first calls in fresh processes, cold and warm cache",
     )
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the peak memory of the training step (fresh processes, a few seconds)",
+    )
+    parser.add_argument(
+        "--malloc",
+        choices=("inherit", *MALLOC_MODES, "both"),
+        default="inherit",
+        help="glibc malloc thresholds: as in this environment (default), unset (glibc's"
+        " default), set high (freed memory is reused), or both runs one after the other;"
+        " all but inherit run the bench in a fresh process",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
     parser.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--step-memory", choices=("fastcnn", "torch"), help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -354,19 +509,75 @@ def run(args: argparse.Namespace) -> int:
     """
     import fastcnn
 
+    if args.malloc != "inherit":
+        return _run_malloc_modes(args)
     names = args.preset or (_presets.QUICK_PRESETS if args.quick else _presets.DEFAULT_PRESETS)
-    torch = None if args.no_torch or args.first_calls else _import_torch()
+    if args.first_calls or args.step_memory:  # the child processes of --compile and memory
+        torch = _import_torch() if args.step_memory == "torch" else None
+    else:
+        torch = None if args.no_torch else _import_torch()
     threads = args.threads or fastcnn.get_num_threads()
     try:
         with _threads(threads, torch) as limit_pools:
-            if args.first_calls:  # the child process of --compile
+            if args.first_calls:
                 print(json.dumps(_first_calls(names)))
+            elif args.step_memory:
+                (case,) = [c for c in _presets.cases(names) if c.op == "train_step"]
+                print(json.dumps(step_memory(case, args.step_memory, limit_pools)))
             else:
                 _bench(args, names, threads, torch, limit_pools)
     except ValueError as exc:  # a thread count beyond the threads Numba launched
         print(f"fastcnn bench: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_malloc_modes(args: argparse.Namespace) -> int:
+    """``--malloc default|high|both``: the bench in a fresh process per mode (glibc reads the
+    variables at start-up), with the same options; for ``both``, a side-by-side summary.
+    The JSON is the run's, or ``{"runs": {"default": run, "high": run}}`` for ``both``."""
+    modes = tuple(MALLOC_MODES) if args.malloc == "both" else (args.malloc,)
+    argv = [f"--preset={name}" for name in args.preset or ()]
+    argv += [f"--{k}={getattr(args, k)}" for k in ("threads", "repeats") if getattr(args, k)]
+    flags = ("quick", "no_torch", "compile", "no_memory")
+    argv += ["--" + k.replace("_", "-") for k in flags if getattr(args, k)]
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="fastcnn-bench-") as tmp:
+        for mode in modes:
+            env = {k: v for k, v in os.environ.items() if k not in MALLOC_VARS}
+            env |= MALLOC_MODES[mode]
+            print(f"=== --malloc {mode}: a fresh process", flush=True)
+            path = Path(tmp, f"{mode}.json")
+            command = [sys.executable, "-m", "fastcnn.bench", *argv, f"--json={path}"]
+            code = subprocess.run(command, env=env).returncode
+            if code:
+                return code
+            runs[mode] = json.loads(path.read_text()) | {"malloc": mode}
+            print()
+    if len(runs) > 1:
+        print("\n".join(format_malloc_summary(runs)))
+    if args.json:
+        result = runs[modes[0]] if len(runs) == 1 else {"runs": runs}
+        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return 0
+
+
+def format_malloc_summary(runs: dict) -> list[str]:
+    """Per ``--malloc`` mode: conv and training-step time ratios, step memory ratio."""
+    lines = ["malloc both ways (fastcnn/torch; below 1: fastcnn faster or smaller):"]
+    for mode, result in runs.items():
+        conv = [r["torch_ratio"] for r in result["rows"] if r["op"] == "conv2d"]
+        step = [r["torch_ratio"] for r in result["rows"] if r["op"] == "train_step"]
+        memory = [m["ratio"] for m in result["step_memory"] or ()]
+        cells = [
+            f"conv time geomean {_geomean(conv):.2f}" if all(conv) and conv else None,
+            f"step time {step[0]:.2f}" if step and step[0] else None,
+            f"step memory {memory[0]:.2f}" if memory and memory[0] is not None else None,
+        ]
+        settings = " ".join(f"{k}={v}" for k, v in MALLOC_MODES[mode].items()) or "unset"
+        text = ", ".join(c for c in cells if c) or "no torch comparison"
+        lines.append(f"  {mode:<8} {text}   ({settings})")
+    return lines
 
 
 @contextlib.contextmanager
@@ -396,8 +607,17 @@ def _threads(n: int, torch):
         yield limit_pools
 
 
+def _import_tutorial():
+    try:
+        from fastcnn import _tutorial  # imports SciPy: not a fastcnn dependency
+    except ImportError:
+        return None
+    return _tutorial
+
+
 def _bench(args, names, threads: int, torch, limit_pools) -> None:
-    """Measure and print the GEMM peak and every case; save the JSON if asked."""
+    """Measure and print the GEMM peak, every case and the training step's memory; save
+    the JSON if asked."""
     import fastcnn
 
     load_start = _load()  # other processes on the cores make timings noisy: say so
@@ -405,7 +625,10 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     info = fastcnn.info()
     versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
     versions["torch"] = torch.__version__ if torch is not None else None
+    tutorial = _import_tutorial()
+    versions["scipy"] = sys.modules["scipy"].__version__ if tutorial else None  # the tutorial's
     versions["blas"] = ", ".join(f"{b['library']} {b['version']}" for b in info["blas"])
+    optional = {name for name, lib in (("torch", torch), ("tutorial", tutorial)) if lib}
     gemm = measure_gemm(effort, args.repeats)
     print(
         f"fastcnn bench: {info['cpu']} ({info['cpu_target']}, {os.cpu_count()} cpus), "
@@ -422,12 +645,17 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     print(format_header())
     rows = []
     for case in _presets.cases(names):
-        rows.append(measure_case(case, torch, effort, args.repeats, gemm["gflops"], limit_pools))
+        rows.append(measure_case(case, optional, effort, args.repeats, gemm["gflops"], limit_pools))
         print(format_row(rows[-1]), flush=True)
     print()
     for line in format_summary(rows):
         print(line)
     print(LEGEND)
+    memory = None
+    if not args.no_memory and any(r["op"] == "train_step" for r in rows):
+        memory = measure_memory(names, threads, ("fastcnn", "torch") if torch else ("fastcnn",))
+        print()
+        print("\n".join(format_memory(memory, threads)))
     compile_report = measure_compile(names, threads) if args.compile else None
     if compile_report:
         print()
@@ -445,6 +673,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
             "quick": args.quick,
             "gemm": gemm,
             "rows": rows,
+            "step_memory": memory,
             "compile": compile_report,
         }
         args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")

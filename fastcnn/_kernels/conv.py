@@ -270,8 +270,8 @@ def _direct_wrapped(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
 
     xp: padded planes from :func:`_pad_planes`; weight (K, C, KH, KW); bias (K,);
     y: (N, K, OH, OW), images ``n0 ..`` written. Each output plane is first computed in
-    wrapped form (rows of WP, see :func:`_im2col_wrap`) as one long contiguous
-    multiply-add per tap, which vectorises, then written without the wrapped columns.
+    wrapped form (rows of WP, see :func:`_im2col_wrap`) as long contiguous multiply-adds,
+    which vectorise, then written without the wrapped columns.
 
     Parallel over (image, output channel) pairs: each owns its plane ``y[n0+b, k]``.
     """
@@ -283,20 +283,31 @@ def _direct_wrapped(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
     for t in prange(nb * k):
         b = t // k
         ki = t - b * k
-        acc = np.zeros(length, y.dtype)
+        acc = np.empty(length, y.dtype)
+        acc[:] = bias[ki]
         for ci in range(c):
             for i in range(kh):
-                for j in range(kw):
-                    wv = weight[ki, ci, i, j]
-                    start = (b * c + ci) * size + i * dh * wp + j * dw
-                    src = xp[start : start + length]
+                start = (b * c + ci) * size + i * dh * wp
+                if kw == 3:
+                    # One pass per kernel row of the common 3x3 kernel instead of one per
+                    # tap: the accumulator is loaded and stored a third as often.
+                    w0, w1, w2 = weight[ki, ci, i, 0], weight[ki, ci, i, 1], weight[ki, ci, i, 2]
+                    s0 = xp[start : start + length]
+                    s1 = xp[start + dw : start + dw + length]
+                    s2 = xp[start + 2 * dw : start + 2 * dw + length]
                     for q in range(length):
-                        acc[q] += wv * src[q]
-        bk = bias[ki]
+                        acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                else:
+                    for j in range(kw):
+                        wv = weight[ki, ci, i, j]
+                        src = xp[start + j * dw : start + j * dw + length]
+                        for q in range(length):
+                            acc[q] += wv * src[q]
         for oy in range(oh):
             dst = y[n0 + b, ki, oy]
+            row = acc[oy * wp : oy * wp + ow]
             for ox in range(ow):
-                dst[ox] = acc[oy * wp + ox] + bk
+                dst[ox] = row[ox]
 
 
 @jit(parallel=True)
