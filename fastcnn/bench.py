@@ -1,10 +1,12 @@
 """``fastcnn bench``: time the named presets side by side, without pytest.
 
 For each case of :mod:`fastcnn._presets` it times fastcnn, PyTorch (when importable, at the
-same thread count) and, on small presets, ``fastcnn.reference``, and prints one table row:
+same thread count) and, on small presets, ``fastcnn.reference`` and (conv only, where SciPy
+is installed) the tutorial layer of :mod:`fastcnn._tutorial`, and prints one table row:
 median time and interquartile range, GFLOP/s, percent of this machine's GEMM peak (NumPy
 float32 matmul measured at the start of the run at the same thread count), fastcnn's time
-over torch's, and the reference's time over fastcnn's.
+over torch's, and the reference's and tutorial layer's times over fastcnn's. Every
+implementation's first result is checked against fastcnn's before it is timed.
 
 Timing (:func:`measure_case`): the first call of each callable is timed on its own (for
 fastcnn that is the kernel's compile or cache load, the "first ms" column), one more call
@@ -17,7 +19,11 @@ cache load.
 Glibc serves allocations of 128 KiB and more with fresh ``mmap``s whose pages cost a
 fault on first touch, so libraries that allocate per call are slower than their kernels;
 the header says whether ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set, and
-a fair comparison runs both ways.
+a fair comparison runs both ways: ``--malloc both`` runs the bench in two fresh processes,
+with them unset and set high.
+
+When the training step is among the cases, :func:`measure_memory` measures the peak
+resident memory of its steps, fastcnn and torch each in a fresh process (Linux only).
 """
 
 from __future__ import annotations
@@ -274,12 +280,15 @@ def step_memory(case, impl: str, limit_pools=lambda: None) -> dict:
     """In this process: the resident memory of training steps of ``case`` with ``impl``.
 
     After ``STEP_WARMUP`` steps, the peak resident set (VmHWM) is reset to the current one
-    and ``STEP_COUNT`` more steps run. Returns MiB: ``baseline`` (VmRSS before them: the
-    interpreter, libraries, model, data and caches), ``peak`` (VmHWM after them) and
-    ``step = peak - baseline``, what a step allocates on top; or ``{"unavailable": why}``
-    where Linux's ``/proc/self/clear_refs`` cannot reset the peak.
+    and ``STEP_COUNT`` more steps run. Returns MiB: ``built`` (VmRSS once the model and
+    data are built, before the first step), ``baseline`` (VmRSS before the measured steps:
+    the interpreter, libraries, model, data and caches), ``peak`` (VmHWM after them) and
+    ``step = peak - baseline``, what a step allocates on top (at least 0: the kernel's RSS
+    counters are approximate, to a fraction of a MiB); or ``{"unavailable": why}`` where
+    Linux's ``/proc/self/clear_refs`` cannot reset the peak.
     """
     step = _presets.workload(case, impl)
+    built = _status_mib("VmRSS")
     step()
     limit_pools()  # the first step may load a thread pool
     for _ in range(STEP_WARMUP - 1):
@@ -292,13 +301,15 @@ def step_memory(case, impl: str, limit_pools=lambda: None) -> dict:
     for _ in range(STEP_COUNT):
         step()
     peak = _status_mib("VmHWM")
-    return {"baseline": baseline, "peak": peak, "step": peak - baseline}
+    return {"built": built, "baseline": baseline, "peak": peak, "step": max(0.0, peak - baseline)}
 
 
 def measure_memory(names, threads: int, impls) -> list[dict]:
     """:func:`step_memory` of each training-step case of ``names`` with each of ``impls``,
     each in a fresh process (one library's caches and freed memory do not count against the
-    other; the malloc variables are inherited). ``ratio``: fastcnn's step over torch's."""
+    other; the malloc variables are inherited). ``ratio``: fastcnn's over torch's, of the
+    ``step`` memory (None when torch's is below 0.1 MiB: the step reused resident memory)
+    and of the ``peak`` (the whole process: libraries included)."""
     report = []
     for case in (c for c in _presets.cases(names) if c.op == "train_step"):
         entry = {"case": str(case)}
@@ -311,9 +322,10 @@ def measure_memory(names, threads: int, impls) -> list[dict]:
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             entry[impl] = json.loads(done.stdout.splitlines()[-1])
         fast, torch = entry.get("fastcnn", {}), entry.get("torch", {})
-        # below a page or so the ratio says nothing (malloc kept the warm-up's memory)
-        measurable = "step" in fast and torch.get("step", 0) >= 0.1
-        entry["ratio"] = fast["step"] / torch["step"] if measurable else None
+        entry["ratio"] = {
+            key: fast[key] / torch[key] if key in fast and torch.get(key, 0) >= 0.1 else None
+            for key in ("step", "peak")
+        }
         report.append(entry)
     return report
 
@@ -401,14 +413,14 @@ def _format_step(impl: str, m: dict) -> str:
 def format_memory(report: list[dict], threads: int) -> list[str]:
     """The lines of :func:`measure_memory`'s report."""
     lines = [
-        f"peak memory of one training step (fresh process each, {threads} threads, "
+        f"peak memory of one training step (fresh process each, {threads} thread(s), "
         f"peak of {STEP_COUNT} steps after {STEP_WARMUP} warm-up steps):"
     ]
     for entry in report:
         parts = [_format_step(impl, m) for impl, m in entry.items() if isinstance(m, dict)]
         if "torch" in entry:
-            ratio = entry["ratio"]
-            parts.append("ratio fastcnn/torch " + ("-" if ratio is None else f"{ratio:.2f}"))
+            ratios = [f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in entry["ratio"].items()]
+            parts.append("ratio fastcnn/torch: " + ", ".join(ratios))
         lines.append(f"  {entry['case']}: " + ", ".join(parts))
     return lines
 
@@ -569,10 +581,11 @@ def format_malloc_summary(runs: dict) -> list[str]:
         conv = [r["torch_ratio"] for r in result["rows"] if r["op"] == "conv2d"]
         step = [r["torch_ratio"] for r in result["rows"] if r["op"] == "train_step"]
         memory = [m["ratio"] for m in result["step_memory"] or ()]
+        memory = memory[0] if memory else {}
         cells = [
-            f"conv time geomean {_geomean(conv):.2f}" if all(conv) and conv else None,
+            f"conv time geomean {_geomean(conv):.2f}" if conv and all(conv) else None,
             f"step time {step[0]:.2f}" if step and step[0] else None,
-            f"step memory {memory[0]:.2f}" if memory and memory[0] is not None else None,
+            *(f"{k} memory {v:.2f}" for k, v in memory.items() if v is not None),
         ]
         settings = " ".join(f"{k}={v}" for k, v in MALLOC_MODES[mode].items()) or "unset"
         text = ", ".join(c for c in cells if c) or "no torch comparison"
