@@ -108,6 +108,15 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _as_path(path, op: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{op}: path must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{op}: path must be a str or os.PathLike of str, got bytes")
+    return path
+
+
 def save(state, path) -> None:
     """Write ``state`` (nested mappings of arrays and JSON-able values) to ``path``.
 
@@ -123,7 +132,7 @@ def save(state, path) -> None:
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"save: state must be a mapping, got {type(state).__name__}")
-    path = os.fspath(path)
+    path = _as_path(path, "save")
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(state, "", arrays)
     header = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
@@ -218,7 +227,7 @@ def load(path):
         ValueError: the file is truncated, corrupted, not a fastcnn file, or from a newer
             fastcnn; the message names ``path``.
     """
-    path = os.fspath(path)
+    path = _as_path(path, "load")
     try:
         # np.load is given an open file: on a damaged archive it would leak its own.
         with open(path, "rb") as f:

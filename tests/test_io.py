@@ -322,3 +322,9 @@ def test_every_truncation_is_rejected(good_file):
         good_file.write_bytes(data[:cut])
         with pytest.raises(ValueError, match="cannot load"):
             fastcnn.load(good_file)
+
+
+@pytest.mark.parametrize("path", [None, 3, b"state.npz"], ids=["None", "int", "bytes"])
+def test_load_names_a_bad_path_argument(path):
+    with pytest.raises(TypeError, match=r"load: path must be a str or os.PathLike"):
+        fastcnn.load(path)
