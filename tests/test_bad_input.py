@@ -1191,7 +1191,8 @@ LAYER_BAD = [
     p(
         lambda F: _backward_after_forward(nn.MaxPool2d(2), a(*X), a(2, 3, 2, 2)),
         ValueError,
-        r"max_pool2d_backward: .*grad_out \(2, 3, 2, 2\)",
+        r"MaxPool2d: grad_out must have the last output's shape \(2, 3, 3, 3\), "
+        r"got \(2, 3, 2, 2\)",
         "MaxPool2d-backward-grad_out-shape",
     ),
     # BatchNorm2d
@@ -1485,6 +1486,12 @@ LAYER_BAD = [
         TypeError,
         r"save: keys must be str, got 1",
         "save-int-key",
+    ),
+    p(
+        lambda F: fastcnn.save({"a": a(3)}, None),
+        TypeError,
+        r"save: path must be a str or os.PathLike, got NoneType",
+        "save-path-None",
     ),
 ]
 

@@ -47,6 +47,11 @@ class MaxPool2d(Module):
         if not need_input_grad:
             return None
         indices, input_shape = self._cache
+        if grad_out.shape != indices.shape:  # else the functional op blames ``indices``
+            raise ValueError(
+                f"MaxPool2d: grad_out must have the last output's shape {indices.shape}, "
+                f"got {grad_out.shape}"
+            )
         return F.max_pool2d_backward(grad_out, indices, input_shape)
 
     def extra_repr(self) -> str:
