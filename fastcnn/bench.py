@@ -417,7 +417,7 @@ def format_memory(report: list[dict], threads: int) -> list[str]:
         f"peak of {STEP_COUNT} steps after {STEP_WARMUP} warm-up steps):"
     ]
     for entry in report:
-        parts = [_format_step(impl, m) for impl, m in entry.items() if isinstance(m, dict)]
+        parts = [_format_step(impl, entry[impl]) for impl in ("fastcnn", "torch") if impl in entry]
         if "torch" in entry:
             ratios = [f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in entry["ratio"].items()]
             parts.append("ratio fastcnn/torch: " + ", ".join(ratios))

@@ -5,7 +5,10 @@ workloads are checked to compute the same results in every implementation, so th
 benchmarks compare like with like.
 """
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,6 +95,41 @@ def test_reference_has_no_training_step():
         _presets.workload(case, "reference")
 
 
+TINY_CONV = [c for c in TINY if c.values[0].op == "conv2d"]
+
+
+@pytest.mark.parametrize("case", TINY_CONV)
+def test_tutorial_workload_matches_reference(case):
+    pytest.importorskip("scipy")
+    _assert_same(_presets.workload(case, "tutorial")(), _presets.workload(case, "reference")())
+
+
+def test_tutorial_is_of_small_conv_cases_only():
+    for case in _presets.cases(["tiny", "mnist-conv2", "cifar-64x64"]):
+        assert ("tutorial" in case.implementations) == (case.op == "conv2d" and case.small)
+    (pool,) = [c for c in _presets.cases(["tiny"]) if c.direction == "backward"]
+    with pytest.raises(ValueError, match="tutorial implementation is of conv2d only"):
+        _presets.workload(pool, "tutorial")
+
+
+def test_assert_same_rejects_a_different_result():
+    want = np.ones((2, 3), np.float32)
+    _presets.assert_same(want + 5e-4, want)  # within 1e-3 of the largest magnitude
+    with pytest.raises(AssertionError):
+        _presets.assert_same(want + 5e-3, want)
+
+
+def test_no_fastcnn_module_imports_the_tutorial_or_scipy_signal():
+    code = (
+        "import sys, fastcnn; assert 'scipy' not in sys.modules, 'import fastcnn'; "
+        "import fastcnn.functional, fastcnn.nn, fastcnn.bench; "
+        "print(sorted(m for m in sys.modules if m in ('fastcnn._tutorial', 'scipy.signal')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 # --- timing loop ---------------------------------------------------------------------
 
 
@@ -114,10 +152,20 @@ def test_time_calls_counts_warmup_and_samples():
         assert 0 < t.q1 <= t.median <= t.q3
 
 
+def test_time_calls_with_number_given_makes_no_warmup_call():
+    calls = []
+    (t,) = bench.time_calls(
+        {"slow": lambda: calls.append(1)}, budget=0.0, min_samples=1, samples=3, number=1
+    ).values()
+    assert (t.samples, t.number, len(calls)) == (3, 1, 3)
+
+
 # --- fastcnn bench -------------------------------------------------------------------
 
 ROW_KEYS = {"preset", "op", "direction", "shape", "flops", "gflops", "pct_gemm", "first_call",
-            "torch_ratio", "reference_speedup", "fastcnn", "reference", "torch"}  # fmt: skip
+            "torch_ratio", "reference_speedup", "tutorial_speedup", "fastcnn", "reference",
+            "torch", "tutorial"}  # fmt: skip
+HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 TIMING_KEYS = {"median", "q1", "q3", "samples", "number"}
 
 
@@ -143,14 +191,18 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
         assert set(row["fastcnn"]) == TIMING_KEYS and row["fastcnn"]["samples"] == 2
         assert row["torch"] is None and row["torch_ratio"] is None
         has_ref = row["op"] != "train_step"
-        assert set(row["first_call"]) == ({"fastcnn", "reference"} if has_ref else {"fastcnn"})
+        has_tut = row["op"] == "conv2d" and HAS_SCIPY
+        expected_first = {"fastcnn", "reference"} if has_ref else {"fastcnn"}
+        assert set(row["first_call"]) == expected_first | ({"tutorial"} if has_tut else set())
         assert (row["reference"] is not None) == has_ref
         assert (row["reference_speedup"] is not None) == has_ref
+        assert (row["tutorial"] is not None) == has_tut
+        assert (row["tutorial_speedup"] is not None) == has_tut
         assert (row["gflops"] is not None) == (row["op"] in ("conv2d", "train_step"))
 
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("preset"))
-    for title in ("median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/"):
+    for title in ("median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/", "tut/"):
         assert title in lines[header]
     table = lines[header + 1 : header + 1 + len(expected)]
     for line, (op, direction) in zip(table, expected, strict=True):
@@ -159,6 +211,49 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
     assert any(line.startswith("GEMM peak:") for line in lines[:header])
     assert any(line.startswith("load average") for line in lines[:header])
     assert set(result["load_average"]) == {"start", "end"}
+    assert "peak memory of one training step" in out
+
+
+def test_bench_times_the_tutorial_layer_on_small_conv_cases(tmp_path, capsys):
+    pytest.importorskip("scipy")
+    result, out = _run_bench(tmp_path, capsys, "--no-torch", "--no-memory")
+
+    conv = [r for r in result["rows"] if r["op"] == "conv2d"]
+    assert conv and all(r["tutorial_speedup"] > 0 for r in conv)
+    assert all(r["tutorial"]["samples"] == 2 and r["tutorial"]["number"] == 1 for r in conv)
+    assert result["versions"]["scipy"]
+    lines = out.splitlines()
+    assert next(line for line in lines if line.startswith("preset")).split()[-1] == "tut/"
+    tut = [line.split()[-1] for line in lines if line.split()[:2] == ["tiny", "conv2d"]]
+    assert len(tut) == 3 and all(float(cell.rstrip("x")) > 0 for cell in tut)
+    assert "conv2d speedup over the tutorial layer: min " in out
+    assert result["step_memory"] is None  # --no-memory
+
+
+def test_step_memory_of_the_tiny_training_step_in_a_fresh_process():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("peak resident memory is read from Linux's /proc")
+    (entry,) = bench.measure_memory(["tiny"], threads=1, impls=("fastcnn",))
+    memory = entry["fastcnn"]
+    if "unavailable" in memory:
+        pytest.skip(memory["unavailable"])
+    assert entry["case"] == "train_step-sgd-tiny"
+    assert memory["built"] > 0 and memory["baseline"] > 0  # MiB: the interpreter at least
+    assert memory["step"] >= 0
+    assert memory["peak"] >= memory["baseline"] - 1  # RSS counters: approximate to < 1 MiB
+    assert entry["ratio"] == {"step": None, "peak": None}  # no torch measured
+
+
+def test_malloc_both_runs_each_mode_in_a_child_with_its_environment(tmp_path, capsys):
+    result, out = _run_bench(tmp_path, capsys, "--no-torch", "--no-memory", "--malloc", "both")
+
+    assert set(result["runs"]) == {"default", "high"}
+    for mode, run in result["runs"].items():
+        expected = {var: bench.MALLOC_MODES[mode].get(var) for var in bench.MALLOC_VARS}
+        assert run["env"] == expected
+        assert run["malloc"] == mode and run["threads"] == 1
+        assert [r["fastcnn"]["samples"] for r in run["rows"]] == [2] * len(run["rows"])
+    assert "malloc both ways" in out
 
 
 def test_bench_compares_with_torch_when_installed(tmp_path, capsys):
@@ -173,6 +268,10 @@ def test_bench_compares_with_torch_when_installed(tmp_path, capsys):
         assert set(row["torch"]) == TIMING_KEYS
         assert row["torch_ratio"] > 0
     assert "conv2d fastcnn/torch time: geometric mean" in out
+    (memory,) = result["step_memory"]  # the tiny training step, each library in a child
+    assert set(memory) == {"case", "fastcnn", "torch", "ratio"}
+    assert set(memory["ratio"]) == {"step", "peak"}
+    assert "ratio fastcnn/torch: step" in out
 
 
 @pytest.mark.parametrize(
@@ -208,6 +307,8 @@ def test_first_calls_child_reports_every_case(capsys):
         pytest.param(["--preset", "nope"], id="unknown-preset"),
         pytest.param(["--threads", "0"], id="zero-threads"),
         pytest.param(["--repeats", "-1"], id="negative-repeats"),
+        pytest.param(["--malloc", "fast"], id="unknown-malloc-mode"),
+        pytest.param(["--malloc"], id="malloc-without-mode"),
     ],
 )
 def test_bad_options_exit_with_usage_error(argv, capsys):
