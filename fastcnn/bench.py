@@ -265,7 +265,7 @@ def measure_compile(names, threads: int) -> dict:
 
 # --- peak memory of a training step -------------------------------------------------
 
-STEP_WARMUP, STEP_COUNT = 3, 5
+STEP_WARMUP, STEP_COUNT = 3, 10
 
 
 def _status_mib(field: str) -> float:
@@ -276,16 +276,24 @@ def _status_mib(field: str) -> float:
     raise ValueError(f"no {field} in /proc/self/status")
 
 
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # 5: VmHWM := VmRSS (Linux >= 4.0)
+
+
 def step_memory(case, impl: str, limit_pools=lambda: None) -> dict:
     """In this process: the resident memory of training steps of ``case`` with ``impl``.
 
-    After ``STEP_WARMUP`` steps, the peak resident set (VmHWM) is reset to the current one
-    and ``STEP_COUNT`` more steps run. Returns MiB: ``built`` (VmRSS once the model and
-    data are built, before the first step), ``baseline`` (VmRSS before the measured steps:
-    the interpreter, libraries, model, data and caches), ``peak`` (VmHWM after them) and
-    ``step = peak - baseline``, what a step allocates on top (at least 0: the kernel's RSS
-    counters are approximate, to a fraction of a MiB); or ``{"unavailable": why}`` where
-    Linux's ``/proc/self/clear_refs`` cannot reset the peak.
+    After ``STEP_WARMUP`` steps, each of ``STEP_COUNT`` steps runs with the peak resident
+    set (VmHWM) reset to the current one (VmRSS) just before it. Returns MiB: ``built``
+    (VmRSS once the model and data are built, before the first step), ``baseline`` (VmRSS
+    before the measured steps: the interpreter, libraries, model, data and caches),
+    ``peak`` (the highest VmHWM of the measured steps) and ``step``, the most any of them
+    raised VmHWM above the VmRSS it started from: what a step allocates on top of what is
+    resident. Per step, because resident memory swings over several steps (the cyclic
+    garbage collector and glibc's trimming free memory that later steps fault in again),
+    so a single reset would measure a phase of that swing. ``step`` is at least 0: the
+    kernel's RSS counters are approximate, to a fraction of a MiB. ``{"unavailable": why}``
+    where Linux's ``/proc/self/clear_refs`` cannot reset the peak.
     """
     step = _presets.workload(case, impl)
     built = _status_mib("VmRSS")
@@ -294,14 +302,17 @@ def step_memory(case, impl: str, limit_pools=lambda: None) -> dict:
     for _ in range(STEP_WARMUP - 1):
         step()
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # 5: VmHWM := VmRSS
+        _reset_peak()
     except OSError as exc:
         return {"unavailable": f"cannot reset the peak resident set ({exc})"}
-    baseline = _status_mib("VmRSS")
+    baseline, peak, grown = _status_mib("VmRSS"), 0.0, 0.0
     for _ in range(STEP_COUNT):
+        _reset_peak()
+        start = _status_mib("VmRSS")
         step()
-    peak = _status_mib("VmHWM")
-    return {"built": built, "baseline": baseline, "peak": peak, "step": max(0.0, peak - baseline)}
+        high = _status_mib("VmHWM")
+        peak, grown = max(peak, high), max(grown, high - start)
+    return {"built": built, "baseline": baseline, "peak": peak, "step": grown}
 
 
 def measure_memory(names, threads: int, impls) -> list[dict]:
@@ -414,7 +425,8 @@ def format_memory(report: list[dict], threads: int) -> list[str]:
     """The lines of :func:`measure_memory`'s report."""
     lines = [
         f"peak memory of one training step (fresh process each, {threads} thread(s), "
-        f"peak of {STEP_COUNT} steps after {STEP_WARMUP} warm-up steps):"
+        f"the most one of {STEP_COUNT} steps after {STEP_WARMUP} warm-up steps raised VmHWM "
+        "above the VmRSS it started from):"
     ]
     for entry in report:
         parts = [_format_step(impl, entry[impl]) for impl in ("fastcnn", "torch") if impl in entry]
