@@ -330,8 +330,12 @@ def measure_memory(names, threads: int, impls) -> list[dict]:
                 continue
             command = [sys.executable, "-m", "fastcnn.bench", f"--step-memory={impl}"]
             command += [f"--threads={threads}", f"--preset={case.preset}"]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            entry[impl] = json.loads(done.stdout.splitlines()[-1])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                error = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                entry[impl] = {"unavailable": f"the measuring process failed: {error}"}
+            else:
+                entry[impl] = json.loads(done.stdout.splitlines()[-1])
         fast, torch = entry.get("fastcnn", {}), entry.get("torch", {})
         entry["ratio"] = {
             key: fast[key] / torch[key] if key in fast and torch.get(key, 0) >= 0.1 else None
@@ -597,7 +601,7 @@ def format_malloc_summary(runs: dict) -> list[str]:
         cells = [
             f"conv time geomean {_geomean(conv):.2f}" if conv and all(conv) else None,
             f"step time {step[0]:.2f}" if step and step[0] else None,
-            *(f"{k} memory {v:.2f}" for k, v in memory.items() if v is not None),
+            *(f"{k} memory " + ("-" if v is None else f"{v:.2f}") for k, v in memory.items()),
         ]
         settings = " ".join(f"{k}={v}" for k, v in MALLOC_MODES[mode].items()) or "unset"
         text = ", ".join(c for c in cells if c) or "no torch comparison"

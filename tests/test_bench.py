@@ -244,6 +244,19 @@ def test_step_memory_of_the_tiny_training_step_in_a_fresh_process():
     assert entry["ratio"] == {"step": None, "peak": None}  # no torch measured
 
 
+def test_step_memory_is_unavailable_where_the_peak_cannot_be_reset(monkeypatch):
+    def refuse():
+        raise PermissionError("clear_refs: read-only")
+
+    monkeypatch.setattr(bench, "_reset_peak", refuse)
+    (case,) = [c for c in _presets.cases(["tiny"]) if c.op == "train_step"]
+    memory = bench.step_memory(case, "fastcnn")
+    assert memory == {"unavailable": "cannot reset the peak resident set (clear_refs: read-only)"}
+    entry = {"case": str(case), "fastcnn": memory, "ratio": {"step": None, "peak": None}}
+    (_, line) = bench.format_memory([entry], threads=1)
+    assert line == f"  {case}: fastcnn unavailable: {memory['unavailable']}"
+
+
 def test_malloc_both_runs_each_mode_in_a_child_with_its_environment(tmp_path, capsys):
     result, out = _run_bench(tmp_path, capsys, "--no-torch", "--no-memory", "--malloc", "both")
 
