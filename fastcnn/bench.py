@@ -492,7 +492,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only this preset (repeatable); one of " + ", ".join(_presets.PRESET_NAMES),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a ~30 s run: fewer presets, shorter timing"
+        "--quick", action="store_true", help="a ~1 minute run: fewer presets, shorter timing"
     )
     parser.add_argument(
         "--threads",
