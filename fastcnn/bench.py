@@ -581,6 +581,7 @@ def _run_malloc_modes(args: argparse.Namespace) -> int:
             if code:
                 return code
             runs[mode] = json.loads(path.read_text()) | {"malloc": mode}
+            runs[mode]["options"] |= {"malloc": args.malloc, "json": args.json}
             print()
     if len(runs) > 1:
         print("\n".join(format_malloc_summary(runs)))

@@ -230,6 +230,17 @@ def test_bench_times_the_tutorial_layer_on_small_conv_cases(tmp_path, capsys):
     assert result["step_memory"] is None  # --no-memory
 
 
+def test_bench_without_scipy_leaves_the_tutorial_column_empty(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "_import_tutorial", lambda: None)  # as where SciPy is missing
+    result, out = _run_bench(tmp_path, capsys, "--no-torch", "--no-memory")
+
+    assert all(r["tutorial"] is None and r["tutorial_speedup"] is None for r in result["rows"])
+    assert result["versions"]["scipy"] is None
+    tut = [line.split()[-1] for line in out.splitlines() if line.split()[:2] == ["tiny", "conv2d"]]
+    assert tut == ["-"] * 3
+    assert "speedup over the tutorial layer" not in out
+
+
 def test_step_memory_of_the_tiny_training_step_in_a_fresh_process():
     if not sys.platform.startswith("linux"):
         pytest.skip("peak resident memory is read from Linux's /proc")
@@ -265,6 +276,7 @@ def test_malloc_both_runs_each_mode_in_a_child_with_its_environment(tmp_path, ca
         expected = {var: bench.MALLOC_MODES[mode].get(var) for var in bench.MALLOC_VARS}
         assert run["env"] == expected
         assert run["malloc"] == mode and run["threads"] == 1
+        assert run["options"]["malloc"] == "both"
         assert [r["fastcnn"]["samples"] for r in run["rows"]] == [2] * len(run["rows"])
     assert "malloc both ways" in out
 
