@@ -51,17 +51,9 @@ MALLOC_MODES = {
     "default": {},
     "high": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
 }
-OPTIONS = (
-    "preset",
-    "quick",
-    "threads",
-    "no_torch",
-    "repeats",
-    "compile",
-    "no_memory",
-    "malloc",
-    "json",
-)  # fmt: skip  (the options saved in the JSON)
+OPTIONS = tuple(
+    "preset quick threads no_torch repeats compile no_memory malloc json".split()
+)  # in the JSON
 
 
 @dataclass(frozen=True)
@@ -109,9 +101,7 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def time_calls(
-    fns: dict, *, budget: float, min_samples: int, samples: int | None = None, number=None
-):
+def time_calls(fns: dict, *, budget: float, min_samples: int, samples=None, number=None):
     """Time each zero-argument callable in ``fns`` and return ``{name: Timing}``.
 
     One warm-up call each sets how many calls make a sample (about ``SAMPLE_SECONDS``),
