@@ -6,8 +6,12 @@ applied to both pools a call may use:
 - Numba keeps its thread count *per calling thread* (``numba.set_num_threads`` is
   thread-local), so :func:`guard` applies the count to whichever Python thread calls, and
   remembers per thread what it applied so the hot path costs a dictionary lookup.
-- BLAS (NumPy's ``matmul`` for ``linear``) is limited with threadpoolctl to the same count,
+- BLAS (NumPy's ``matmul``) is limited with threadpoolctl to the same count,
   process-wide, re-applied only when the count changes.
+
+Work made of many BLAS calls with Numba kernels in between (the convolutions) runs instead
+as independent slices of the batch on as many threads (:func:`run_slices`), each with Numba
+and BLAS on one thread: no pool waits for another, and nothing synchronises until the end.
 
 Several Python threads may call fastcnn at once: the preferred OpenMP and TBB threading
 layers are thread-safe; under Numba's workqueue layer (which aborts on concurrent parallel
@@ -16,7 +20,9 @@ launches) :func:`guard` serialises the calls with a lock.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 from threadpoolctl import ThreadpoolController
@@ -30,6 +36,10 @@ _state_lock = threading.Lock()  # guards the module state below
 _blas_applied = None  # the count threadpoolctl last gave BLAS
 _serialise = None  # None until the threading layer is known, then a bool
 _launch_lock = threading.RLock()  # re-entrant: a guarded op may call another
+_blas_libs = []  # threadpoolctl's controllers of the BLAS libraries _apply_blas found
+_single_blas_users = 0  # run_slices calls in progress, which hold BLAS at one thread
+_helpers = None  # the ThreadPoolExecutor of run_slices, made on first use
+_helper_count = 0  # its number of threads
 
 
 def get_num_threads() -> int:
@@ -54,22 +64,28 @@ def set_num_threads(n: int) -> None:
 
 
 def _apply_blas(n: int) -> None:
-    global _blas_applied
+    global _blas_applied, _blas_libs
     with _state_lock:
         if _blas_applied == n:
             return
         # A fresh controller each time: it also finds BLAS libraries loaded since.
-        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
-            # threadpoolctl >= 3.6 lets only the first Python thread that limits OpenBLAS
-            # change it later; fastcnn's count is process-wide, so any thread may apply
-            # it. Release the claim after, so the user's own limits work as before.
-            release = getattr(lib, "clear_controlling_thread", None)
-            if release is not None:
-                release(force=True)
-            lib.set_num_threads(n)
-            if release is not None:
-                release(force=True)
+        _blas_libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        if not _single_blas_users:  # else the last run_slices call applies it
+            _set_blas(n)
         _blas_applied = n
+
+
+def _set_blas(n: int) -> None:
+    for lib in _blas_libs:
+        # threadpoolctl >= 3.6 lets only the first Python thread that limits OpenBLAS
+        # change it later; fastcnn's count is process-wide, so any thread may apply it.
+        # Release the claim after, so the user's own limits work as before.
+        release = getattr(lib, "clear_controlling_thread", None)
+        if release is not None:
+            release(force=True)
+        lib.set_num_threads(n)
+        if release is not None:
+            release(force=True)
 
 
 def _layer_is_thread_safe() -> bool:
@@ -110,3 +126,78 @@ def guard() -> _Guard:
     a process-wide lock for the duration if the threading layer is not thread-safe.
     """
     return _Guard()
+
+
+# --- slices of the batch on several threads ------------------------------------------
+
+
+def slices(n: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into contiguous ``(start, stop)`` slices for :func:`run_slices`:
+    one per thread of :func:`get_num_threads`, or a single slice where that cannot help
+    (one thread, fewer items than threads, or a threading layer that is not thread-safe).
+    """
+    parts = min(_num_threads, n)
+    if parts <= 1 or not _layer_is_thread_safe():
+        return [(0, n)]
+    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
+
+
+def run_slices(work, parts: list[tuple[int, int]]) -> None:
+    """Call ``work(start, stop)`` for every slice of ``parts`` (from :func:`slices`, more than
+    one) at the same time: the first on the calling thread, the others on helper threads.
+
+    Each call runs its Numba kernels on one thread, and BLAS is held at one thread
+    (process-wide) until the last concurrent ``run_slices`` returns. Returns when every
+    call has returned; an exception of any call is raised then.
+    """
+    global _single_blas_users
+    helpers = _executor(len(parts) - 1)
+    with _state_lock:
+        if not _single_blas_users:
+            _set_blas(1)
+        _single_blas_users += 1
+    try:
+        futures = [helpers.submit(_serially, work, *part) for part in parts[1:]]
+        try:
+            _serially(work, *parts[0])
+        finally:
+            wait(futures)  # never return while a helper still writes
+        for future in futures:
+            future.result()  # re-raise a helper's exception
+    finally:
+        with _state_lock:
+            _single_blas_users -= 1
+            if not _single_blas_users:
+                _set_blas(_blas_applied)
+
+
+def _serially(work, start: int, stop: int) -> None:
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        work(start, stop)
+    finally:
+        numba.set_num_threads(n)
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _helpers, _helper_count
+    with _state_lock:
+        if _helper_count < workers:
+            if _helpers is not None:
+                _helpers.shutdown(wait=False)
+            _helpers = ThreadPoolExecutor(workers, thread_name_prefix="fastcnn")
+            _helper_count = workers
+        return _helpers
+
+
+def _forget_helpers() -> None:
+    """In a forked child only the forking thread survives: no helpers, no slices running,
+    and BLAS's count is re-applied by the next call."""
+    global _helpers, _helper_count, _single_blas_users, _blas_applied, _state_lock
+    _helpers, _helper_count, _single_blas_users, _blas_applied = None, 0, 0, None
+    _state_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)

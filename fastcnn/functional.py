@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from fastcnn import _checks
+from fastcnn import _checks, _matmul
 from fastcnn._kernels import activation, conv, loss, norm, pool
 from fastcnn._threads import guard
 
@@ -297,8 +297,8 @@ def linear(x, weight, bias=None):
 
     ``x`` (..., in_features), ``weight`` (out_features, in_features), ``bias``
     (out_features,) or ``None``. Returns (..., out_features) of ``x``'s dtype. The product
-    is one BLAS GEMM through NumPy's ``matmul`` (no Numba kernel can beat it), run on
-    :func:`fastcnn.get_num_threads` threads.
+    is BLAS GEMMs through NumPy's ``matmul`` (no Numba kernel can beat them), one per
+    slice of the rows on each of :func:`fastcnn.get_num_threads` threads.
     """
     _checks.linear_args(x, weight, bias)
     x, weight = _c(x), _c(weight)
@@ -307,7 +307,7 @@ def linear(x, weight, bias=None):
     out = np.empty(x.shape[:-1] + (out_features,), x.dtype)
     out2 = out.reshape(rows, out_features)
     with guard():
-        np.matmul(x.reshape(rows, in_features), weight.T, out=out2)
+        _matmul.matmul(x.reshape(rows, in_features), weight.T, out2)
     if bias is not None:
         out2 += bias
     return out

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numba
 import numpy as np
@@ -94,6 +95,60 @@ def test_guard_is_reentrant():
         assert numba.get_num_threads() == fastcnn.get_num_threads()
 
 
+# --- slices of the batch on several threads --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, threads, expected",
+    [
+        pytest.param(10, 1, [(0, 10)], id="one-thread"),
+        pytest.param(1, 2, [(0, 1)], id="one-item"),
+        pytest.param(0, 2, [(0, 0)], id="no-items"),
+        pytest.param(7, 2, [(0, 3), (3, 7)], id="odd"),
+    ],
+)
+def test_slices_cover_the_range(n, threads, expected, restore_threads):
+    if threads > MAX_THREADS:
+        pytest.skip(f"needs {threads} threads")
+    fastcnn.set_num_threads(threads)
+    assert _threads.slices(n) == expected
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs two threads")
+def test_run_slices_runs_each_slice_once_on_its_own_thread_with_one_thread_pools(
+    restore_threads,
+):
+    fastcnn.set_num_threads(2)
+    seen = []
+    with _threads.guard():
+        _threads.run_slices(
+            lambda a, b: seen.append((a, b, threading.get_ident(), numba.get_num_threads(),
+                                      _blas_threads())),
+            [(0, 3), (3, 7)],
+        )  # fmt: skip
+        after = _blas_threads()
+    assert sorted(s[:2] for s in seen) == [(0, 3), (3, 7)]
+    assert len({s[2] for s in seen}) == 2
+    assert all(s[3] == 1 and s[4] <= {1} for s in seen)
+    assert after <= {2}  # BLAS is given its count back
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs two threads")
+def test_run_slices_raises_a_slice_error_after_every_slice_has_returned(restore_threads):
+    fastcnn.set_num_threads(2)
+    finished = []
+
+    def work(a, b):
+        if a == 0:
+            raise ZeroDivisionError("first slice")
+        time.sleep(0.05)  # the other slice is still running when the first fails
+        finished.append(b)
+
+    with _threads.guard(), pytest.raises(ZeroDivisionError, match="first slice"):
+        _threads.run_slices(work, [(0, 1), (1, 2)])
+    assert finished == [2]
+
+
 # --- several Python threads at once --------------------------------------------------
 
 
@@ -107,6 +162,8 @@ def _workloads(seed):
     targets = rng.integers(0, 10, 32)
     return {
         "conv2d": lambda: F.conv2d(x, w, None, padding=1),
+        "conv2d_grad_input": lambda: F.conv2d_grad_input(x.shape, w, x[:, :5], padding=1),
+        "conv2d_grad_weight": lambda: F.conv2d_grad_weight(x, w.shape, x[:, :5], padding=1),
         "max_pool2d": lambda: F.max_pool2d(x, 2),
         "batch_norm2d": lambda: F.batch_norm2d(x, gamma, None, None, None)[0],
         "softmax": lambda: F.softmax(x, axis=1),

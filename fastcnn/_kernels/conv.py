@@ -21,8 +21,11 @@ Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_w
 Work goes in chunks of images (or of output rows of one image) so the column matrix stays
 a few MiB whatever the batch; all scratch comes from a per-thread cache
 (``fastcnn._workspace``), since fresh large allocations cost a page fault per 4 KiB here.
-BLAS calls (``np.matmul``) use the caller's thread count; Numba kernels that alternate with
-them run on one thread (:func:`_serial_numba`), so the two pools never fight for the cores.
+The GEMM paths alternate Numba kernels with BLAS calls (``np.matmul``) many times per op.
+On several threads they run as slices of the batch, one per thread, each with Numba and
+BLAS on one thread (:func:`_over_images`): no pool hands the cores to another, and the
+slices meet only at the end. Where the batch cannot be split (one image), BLAS takes the
+threads and the Numba kernels between its calls run serially (:func:`_serial_numba`).
 
 Padding is materialised as exact zeros and multiplied like any other pixel, so NaN and inf
 propagate as in the reference (``inf * 0 = nan`` where a weight or gradient meets the
@@ -39,6 +42,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._threads import run_slices, slices
 from fastcnn._workspace import scratch
 
 # Column-matrix bytes per chunk: large enough for efficient GEMMs, small enough to stay
@@ -419,37 +423,51 @@ def _is_pointwise(g) -> bool:
 def forward(x, weight, bias, g, out):
     """Convolution: ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias``.
 
-    ``bias`` is (K,) or None. Stride 1 (any padding and dilation) takes the wrapped path
-    of :func:`_forward_wrapped`; other strides, per tile: im2col, then one (batched) GEMM
-    that writes the tile's pixels of the NCHW output in place.
+    ``bias`` is (K,) or None. Few taps at stride 1: :func:`_direct_wrapped`, all Numba.
+    Otherwise GEMMs, on slices of the batch (:func:`_over_images`): stride 1 takes the
+    wrapped path of :func:`_forward_wrapped`; other strides, per tile, im2col, then one
+    (batched) GEMM that writes the tile's pixels of the NCHW output in place.
     """
     if g.n == 0:
         return
+    ckk = g.c * g.kh * g.kw
+    if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
+        _forward_wrapped(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
+        return
+
+    def work(n0, n1):
+        _forward_gemm(x[n0:n1], weight, bias, g._replace(n=n1 - n0), out[n0:n1])
+
+    _over_images(g.n, work)
+
+
+def _bias_or_zero(bias, k: int, dtype):
+    if bias is not None:
+        return bias
+    zero = scratch("conv.zero_bias", (k,), dtype)
+    zero[:] = 0
+    return zero
+
+
+def _forward_gemm(x, weight, bias, g, out):
+    """The GEMM paths of :func:`forward`, on one thread's slice of the batch."""
     ckk, p = g.c * g.kh * g.kw, g.oh * g.ow
     w2d = weight.reshape(g.k, ckk)
     y = out.reshape(g.n, g.k, p)
     if _is_pointwise(g):
         np.matmul(w2d, x.reshape(g.n, g.c, p), out=y)
     elif g.sh == g.sw == 1:
-        if bias is None:
-            bias = scratch("conv.zero_bias", (g.k,), x.dtype)
-            bias[:] = 0
-        if ckk <= DIRECT_MAX_TAPS:  # all Numba, no BLAS
-            _forward_wrapped(x, weight, bias, g, out)
-        else:
-            with _serial_numba():
-                _forward_wrapped(x, weight, bias, g, out)
+        _forward_wrapped(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
         return
     else:
         buf = scratch("conv.cols", (ckk * _max_tile(g, x.itemsize),), x.dtype)
-        with _serial_numba():
-            for tile in _tiles(g, x.itemsize):
-                n0, nb, oy0, oy1 = tile
-                t = (oy1 - oy0) * g.ow
-                cols = buf[: nb * ckk * t].reshape(nb * ckk, t)
-                _im2col(x, tile, *_geometry_args(g), cols, ckk, 0)
-                dst = y[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
-                np.matmul(w2d, cols.reshape(nb, ckk, t), out=dst)
+        for tile in _tiles(g, x.itemsize):
+            n0, nb, oy0, oy1 = tile
+            t = (oy1 - oy0) * g.ow
+            cols = buf[: nb * ckk * t].reshape(nb * ckk, t)
+            _im2col(x, tile, *_geometry_args(g), cols, ckk, 0)
+            dst = y[n0 : n0 + nb, :, oy0 * g.ow : oy1 * g.ow]
+            np.matmul(w2d, cols.reshape(nb, ckk, t), out=dst)
     if bias is not None:
         _add_bias(y, bias)
 
@@ -487,15 +505,39 @@ def _forward_wrapped(x, weight, bias, g, out):
 
 
 def grad_input(weight, grad_out, g, out):
-    """Input gradient: see :func:`_grad_input`; Numba kernels run serially beside BLAS."""
-    with _serial_numba():
-        _grad_input(weight, grad_out, g, out)
+    """Input gradient: :func:`_grad_input` on slices of the batch (:func:`_over_images`)."""
+
+    def work(n0, n1):
+        _grad_input(weight, grad_out[n0:n1], g._replace(n=n1 - n0), out[n0:n1])
+
+    _over_images(g.n, work)
 
 
 def grad_weight(x, grad_out, g, out):
-    """Weight gradient: see :func:`_grad_weight`; Numba kernels run serially beside BLAS."""
+    """Weight gradient: :func:`_grad_weight` on slices of the batch (:func:`_over_images`),
+    each slice's sum into its own buffer, then added in slice order."""
+    parts = slices(g.n)
+    partial = scratch("conv.slice_sums", (len(parts) - 1, *out.shape), out.dtype)
+
+    def work(n0, n1):
+        dst = out if n0 == 0 else partial[parts.index((n0, n1)) - 1]
+        _grad_weight(x[n0:n1], grad_out[n0:n1], g._replace(n=n1 - n0), dst)
+
+    _over_images(g.n, work, parts)
+    for p in partial:
+        out += p
+
+
+def _over_images(n: int, work, parts=None) -> None:
+    """Run ``work(n0, n1)`` over images ``0 .. n-1``: on several threads, one slice of the
+    batch each (:func:`fastcnn._threads.run_slices`), or, with one slice, on this thread
+    with its Numba kernels serial beside a multithreaded BLAS."""
+    parts = slices(n) if parts is None else parts
+    if len(parts) > 1:
+        run_slices(work, parts)
+        return
     with _serial_numba():
-        _grad_weight(x, grad_out, g, out)
+        work(0, n)
 
 
 def _grad_input(weight, grad_out, g, out):

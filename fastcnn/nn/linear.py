@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastcnn import _matmul
 from fastcnn import functional as F
+from fastcnn._threads import guard
 from fastcnn.nn.module import (
     Module,
     Parameter,
@@ -68,13 +70,18 @@ class Linear(Module):
         x2 = x.reshape(-1, self.in_features)
         if self._scratch_w is None:
             self._scratch_w = np.empty_like(self.weight.data)
-        np.matmul(g2.T, x2, out=self._scratch_w)
+        g2, x2 = np.ascontiguousarray(g2), np.ascontiguousarray(x2)
+        with guard():
+            _matmul.matmul_tn(g2, x2, self._scratch_w)
         self.weight.grad += self._scratch_w
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
         if not need_input_grad:
             return None
-        return (g2 @ self.weight.data).reshape(x.shape)
+        grad_x = np.empty(x2.shape, x.dtype)
+        with guard():
+            _matmul.matmul(g2, self.weight.data, grad_x)
+        return grad_x.reshape(x.shape)
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}", f"out_features={self.out_features}"]

@@ -1,0 +1,45 @@
+"""Matrix products for ``linear`` and its layer: BLAS GEMMs on slices of the rows.
+
+On several threads each slice of rows is one single-threaded GEMM on its own thread
+(:func:`fastcnn._threads.run_slices`), like the convolutions: fastcnn never wakes
+BLAS's own thread pool, whose threads spin after each call and would take the cores
+from the Numba kernels that run next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn._threads import run_slices, slices
+from fastcnn._workspace import scratch
+
+
+def matmul(a, b, out):
+    """``out (M, N) = a (M, K) @ b (K, N)``, split over the rows of ``a`` and ``out``."""
+    parts = slices(a.shape[0])
+    if len(parts) == 1:
+        np.matmul(a, b, out=out)
+        return
+
+    def work(r0, r1):
+        np.matmul(a[r0:r1], b, out=out[r0:r1])
+
+    run_slices(work, parts)
+
+
+def matmul_tn(a, b, out):
+    """``out (M, N) = a (K, M).T @ b (K, N)``: a sum over the K rows, split into slices of
+    rows whose partial products are added in slice order."""
+    parts = slices(a.shape[0])
+    if len(parts) == 1:
+        np.matmul(a.T, b, out=out)
+        return
+    partial = scratch("matmul.slice_sums", (len(parts) - 1, *out.shape), out.dtype)
+
+    def work(r0, r1):
+        dst = out if r0 == 0 else partial[parts.index((r0, r1)) - 1]
+        np.matmul(a[r0:r1].T, b[r0:r1], out=dst)
+
+    run_slices(work, parts)
+    for p in partial:
+        out += p
