@@ -254,6 +254,62 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
 
 
 @jit()
+def _grad_weight_direct(x, grad_out, ph, pw, dh, dw, out, xp, cols):
+    """Stride-1 weight gradient for few taps (small C*KH*KW), one image at a time, serial.
+
+    x (N, C, H, W), grad_out (N, K, OH, OW), out (K, C, KH, KW); scratch xp (C*HP*WP)
+    and cols (C*KH*KW, OH*OW). Per image: its zero-padded planes go to xp, its column
+    matrix (as :func:`_im2col`) to cols, and ``out[k, tap]`` gains the dot product of
+    ``grad_out[b, k]`` with row ``tap`` of cols. grad_out is read in place, and with few
+    taps the column matrix is smaller than it; the dots are long, contiguous and take
+    three taps per pass over ``grad_out[b, k]``.
+    """
+    n, c, h, w = x.shape
+    k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    kh, kw = out.shape[2], out.shape[3]
+    wp = w + 2 * pw
+    size = (h + 2 * ph) * wp
+    taps, p = c * kh * kw, oh * ow
+    gw = out.reshape(k, taps)
+    gw[:] = 0
+    xp[:] = 0  # the padding stays zero; the interiors are overwritten per image
+    for b in range(n):
+        for ci in range(c):
+            for y in range(h):
+                row = xp[ci * size + (ph + y) * wp + pw : ci * size + (ph + y) * wp + pw + w]
+                for xi in range(w):
+                    row[xi] = x[b, ci, y, xi]
+        for t in range(taps):
+            ci, i, j = t // (kh * kw), t // kw % kh, t % kw
+            for oy in range(oh):
+                src = xp[ci * size + (oy + i * dh) * wp + j * dw :]
+                dst = cols[t, oy * ow : (oy + 1) * ow]
+                for ox in range(ow):
+                    dst[ox] = src[ox]
+        go = grad_out[b].reshape(k, p)
+        for ki in range(k):
+            g = go[ki]
+            t = 0
+            while t + 3 <= taps:
+                s0, s1, s2 = cols[t], cols[t + 1], cols[t + 2]
+                a0 = a1 = a2 = out.dtype.type(0)
+                for q in range(p):
+                    a0 += g[q] * s0[q]
+                    a1 += g[q] * s1[q]
+                    a2 += g[q] * s2[q]
+                gw[ki, t] += a0
+                gw[ki, t + 1] += a1
+                gw[ki, t + 2] += a2
+                t += 3
+            while t < taps:
+                acc = out.dtype.type(0)
+                for q in range(p):
+                    acc += g[q] * cols[t, q]
+                gw[ki, t] += acc
+                t += 1
+
+
+@jit()
 def _all_finite(a):
     """True when no element of the C-contiguous array ``a`` is NaN or infinite.
 
@@ -578,6 +634,11 @@ def _grad_weight(x, grad_out, g, out):
     gw = out.reshape(g.k, ckk)
     if g.n == 0:
         gw[:] = 0
+        return
+    if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
+        xp = scratch("conv.padded", (g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw),), x.dtype)
+        cols = scratch("conv.cols", (ckk, p), x.dtype)
+        _grad_weight_direct(x, grad_out, g.ph, g.pw, g.dh, g.dw, out, xp, cols)
         return
     if g.sh == g.sw == 1 and _all_finite(x):
         _grad_weight_wrapped(x, grad_out, g, gw)
