@@ -167,7 +167,7 @@ def run_slices(work, parts: list[tuple[int, int]]) -> None:
     finally:
         with _state_lock:
             _single_blas_users -= 1
-            if not _single_blas_users:
+            if not _single_blas_users and _blas_applied is not None:
                 _set_blas(_blas_applied)
 
 

@@ -156,18 +156,17 @@ def _pad_planes(x, n0, nb, ph, pw, xp):
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     wp = w + 2 * pw
     size = (h + 2 * ph) * wp
-    xp[nb * c * size :] = 0
+    if ph or pw:
+        xp[:] = 0  # the borders; the interiors are overwritten below
+    else:
+        xp[nb * c * size :] = 0
     for t in prange(nb * c):
-        plane = xp[t * size : (t + 1) * size]
-        plane[: ph * wp] = 0
-        plane[(ph + h) * wp :] = 0
-        src = x[n0 + t // c, t % c]
+        b = t // c
+        ci = t - b * c
         for y in range(h):
-            row = plane[(ph + y) * wp : (ph + y + 1) * wp]
-            row[:pw] = 0
-            for xi in range(w):
-                row[pw + xi] = src[y, xi]
-            row[pw + w :] = 0
+            # Whole-row slice copies: several times faster here than element loops.
+            start = t * size + (ph + y) * wp + pw
+            xp[start : start + w] = x[n0 + b, ci, y]
 
 
 @jit(parallel=True)
@@ -212,10 +211,8 @@ def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col):
         row = dst[b * image_row + ki]
         base = b * image_col
         for oy in range(oh):
-            line = src[n0 + b, ki, oy]
             q = base + oy * wp
-            for ox in range(ow):
-                row[q + ox] = line[ox]
+            row[q : q + ow] = src[n0 + b, ki, oy]
             row[q + ow : q + wp] = 0
 
 
@@ -248,9 +245,7 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
                     acc[q] += row[q]
         dst = out[n0 + b, ci]
         for y in range(h):
-            src = plane[(ph + y) * wp + pw : (ph + y) * wp + pw + w]
-            for xi in range(w):
-                dst[y, xi] = src[xi]
+            dst[y] = plane[(ph + y) * wp + pw : (ph + y) * wp + pw + w]
 
 
 @jit()
