@@ -78,6 +78,10 @@ SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts abou
 # region, and torch and Numba each have their own pool; the pause lets the pool of the
 # implementation timed before go to sleep instead of competing for the cores.
 PAUSE_SECONDS = 0.01
+# OpenBLAS's threads spin for ~0.12 s of CPU after each multithreaded call (measured here):
+# after NumPy's own GEMMs (the peak, the reference, the tutorial layer) the timing of the
+# next implementation waits this long, or one of its threads shares a core with a spinner.
+BLAS_REST_SECONDS = 0.2
 
 
 # --- timing --------------------------------------------------------------------------
@@ -185,6 +189,7 @@ def measure_case(case, optional, effort: Effort, samples, gemm_gflops: float, li
         _presets.assert_same(results[name], results["fastcnn"])
     del results
     limit_pools()
+    time.sleep(BLAS_REST_SECONDS)  # the reference and tutorial layer ran NumPy's GEMMs
     slow = {name: fns.pop(name) for name in ("reference", "tutorial") if name in fns}
     timings = time_calls(fns, budget=effort.budget, min_samples=effort.min_samples, samples=samples)
     if "reference" in slow:  # slow: timed on its own, with its own budget
