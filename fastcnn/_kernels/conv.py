@@ -14,7 +14,9 @@ Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_w
   and every column row is then one contiguous run of it (see :func:`_im2col_wrap`); the
   ``WP - OW`` extra columns per output row are computed and dropped (forward) or met by
   zeros (gradients). Few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input) skip
-  the GEMM: :func:`_direct_wrapped` multiplies directly, vectorised along those runs.
+  the GEMM in the forward and the weight gradient (:func:`_direct`,
+  :func:`_grad_weight_direct`): a per-image column matrix that small is cheap, and long
+  contiguous multiply-adds against it vectorise.
 - other strides: classic im2col/col2im tiles (:func:`_im2col`, :func:`_col2im`);
 - 1x1 kernels with stride 1 and no padding: the input is its own column matrix.
 
@@ -320,49 +322,46 @@ def _all_finite(a):
 
 
 @jit(parallel=True)
-def _direct_wrapped(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
+def _direct(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
     """Direct stride-1 convolution of nb padded images, for few taps (small C*KH*KW).
 
     xp: padded planes from :func:`_pad_planes`; weight (K, C, KH, KW); bias (K,);
-    y: (N, K, OH, OW), images ``n0 ..`` written. Each output plane is first computed in
-    wrapped form (rows of WP, see :func:`_im2col_wrap`) as long contiguous multiply-adds,
-    which vectorise, then written without the wrapped columns.
+    y: (N, K, OH, OW), images ``n0 ..`` written. Per image, its column matrix (taps x
+    OH*OW, as :func:`_im2col`) is built once, then each output plane is computed in place
+    as the bias plus passes of three taps each: long contiguous multiply-adds, which
+    vectorise, with the plane loaded and stored a third as often as one tap per pass.
 
-    Parallel over (image, output channel) pairs: each owns its plane ``y[n0+b, k]``.
+    Parallel over images: each owns its column matrix and its output planes.
     """
     k, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
     oh, ow = y.shape[2], y.shape[3]
     nb = (xp.shape[0] - (kw - 1) * dw) // (c * hp * wp)
     size = hp * wp
-    length = oh * wp
-    for t in prange(nb * k):
-        b = t // k
-        ki = t - b * k
-        acc = np.empty(length, y.dtype)
-        acc[:] = bias[ki]
-        for ci in range(c):
-            for i in range(kh):
-                start = (b * c + ci) * size + i * dh * wp
-                if kw == 3:
-                    # One pass per kernel row of the common 3x3 kernel instead of one per
-                    # tap: the accumulator is loaded and stored a third as often.
-                    w0, w1, w2 = weight[ki, ci, i, 0], weight[ki, ci, i, 1], weight[ki, ci, i, 2]
-                    s0 = xp[start : start + length]
-                    s1 = xp[start + dw : start + dw + length]
-                    s2 = xp[start + 2 * dw : start + 2 * dw + length]
-                    for q in range(length):
-                        acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
-                else:
-                    for j in range(kw):
-                        wv = weight[ki, ci, i, j]
-                        src = xp[start + j * dw : start + j * dw + length]
-                        for q in range(length):
-                            acc[q] += wv * src[q]
-        for oy in range(oh):
-            dst = y[n0 + b, ki, oy]
-            row = acc[oy * wp : oy * wp + ow]
-            for ox in range(ow):
-                dst[ox] = row[ox]
+    taps, p = c * kh * kw, oh * ow
+    w2d = weight.reshape(k, taps)
+    for b in prange(nb):
+        cols = np.empty((taps, p), y.dtype)
+        for t in range(taps):
+            ci, i, j = t // (kh * kw), t // kw % kh, t % kw
+            for oy in range(oh):
+                start = (b * c + ci) * size + (oy + i * dh) * wp + j * dw
+                cols[t, oy * ow : (oy + 1) * ow] = xp[start : start + ow]
+        planes = y[n0 + b].reshape(k, p)
+        for ki in range(k):
+            dst = planes[ki]
+            dst[:] = bias[ki]
+            t = 0
+            while t + 3 <= taps:
+                w0, w1, w2 = w2d[ki, t], w2d[ki, t + 1], w2d[ki, t + 2]
+                s0, s1, s2 = cols[t], cols[t + 1], cols[t + 2]
+                for q in range(p):
+                    dst[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                t += 3
+            while t < taps:
+                wv, src = w2d[ki, t], cols[t]
+                for q in range(p):
+                    dst[q] += wv * src[q]
+                t += 1
 
 
 @jit(parallel=True)
@@ -474,7 +473,7 @@ def _is_pointwise(g) -> bool:
 def forward(x, weight, bias, g, out):
     """Convolution: ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias``.
 
-    ``bias`` is (K,) or None. Few taps at stride 1: :func:`_direct_wrapped`, all Numba.
+    ``bias`` is (K,) or None. Few taps at stride 1: :func:`_direct`, all Numba.
     Otherwise GEMMs, on slices of the batch (:func:`_over_images`): stride 1 takes the
     wrapped path of :func:`_forward_wrapped`; other strides, per tile, im2col, then one
     (batched) GEMM that writes the tile's pixels of the NCHW output in place.
@@ -544,7 +543,7 @@ def _forward_wrapped(x, weight, bias, g, out):
         xp_m = xp[: m * g.c * hp * wp + tail]
         _pad_planes(x, n0, m, g.ph, g.pw, xp_m)
         if direct:
-            _direct_wrapped(xp_m, g.c, hp, wp, weight, bias, g.dh, g.dw, out, n0)
+            _direct(xp_m, g.c, hp, wp, weight, bias, g.dh, g.dw, out, n0)
             continue
         for oy0 in range(0, g.oh, rows):
             length = (min(g.oh, oy0 + rows) - oy0) * wp
