@@ -49,7 +49,7 @@ from fastcnn._workspace import scratch
 
 # Column-matrix bytes per chunk: large enough for efficient GEMMs, small enough to stay
 # near the caches and keep peak memory independent of the batch size.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 
 # Up to this many taps (C*KH*KW) per output pixel, the stride-1 forward multiplies directly
 # instead of building columns for a GEMM (which runs poorly with such a short inner size).
