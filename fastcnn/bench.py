@@ -74,10 +74,11 @@ FULL = Effort(2.0, reference_budget=2.0, tutorial_budget=2.0, gemm_budget=3.0, m
 QUICK = Effort(0.4, reference_budget=0.5, tutorial_budget=0.0, gemm_budget=1.0, min_samples=5,
                tutorial_samples=1)  # fmt: skip
 SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts about this long
-# Idle time before each sample: GNU OpenMP threads spin for a few ms after each parallel
-# region, and torch and Numba each have their own pool; the pause lets the pool of the
-# implementation timed before go to sleep instead of competing for the cores.
-PAUSE_SECONDS = 0.01
+# Idle time before each sample: GNU OpenMP threads spin after each parallel region (torch's
+# for ~12 ms of CPU with its default settings, measured here), and torch and Numba each
+# have their own pool; the pause lets the pool of the implementation timed before go to
+# sleep instead of competing for the cores.
+PAUSE_SECONDS = 0.02
 # OpenBLAS's threads spin for ~0.12 s of CPU after each multithreaded call (measured here):
 # after NumPy's own GEMMs (the peak, the reference, the tutorial layer) the timing of the
 # next implementation waits this long, or one of its threads shares a core with a spinner.
