@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastcnn._threads import run_slices, slices
-from fastcnn._workspace import scratch
+from fastcnn._threads import run_slices, slices, sum_over_slices
 
 
 def matmul(a, b, out):
@@ -34,12 +33,8 @@ def matmul_tn(a, b, out):
     if len(parts) == 1:
         np.matmul(a.T, b, out=out)
         return
-    partial = scratch("matmul.slice_sums", (len(parts) - 1, *out.shape), out.dtype)
 
-    def work(r0, r1):
-        dst = out if r0 == 0 else partial[parts.index((r0, r1)) - 1]
+    def work(r0, r1, dst):
         np.matmul(a[r0:r1].T, b[r0:r1], out=dst)
 
-    run_slices(work, parts)
-    for p in partial:
-        out += p
+    sum_over_slices(parts, work, out, lambda each: run_slices(each, parts))

@@ -29,6 +29,7 @@ from threadpoolctl import ThreadpoolController
 
 from fastcnn import _config  # noqa: F401  (sets the threading-layer priority first)
 from fastcnn._checks import _is_int
+from fastcnn._workspace import scratch
 
 _num_threads = numba.config.NUMBA_NUM_THREADS
 _local = threading.local()  # .applied: the count this thread last gave Numba
@@ -169,6 +170,23 @@ def run_slices(work, parts: list[tuple[int, int]]) -> None:
             _single_blas_users -= 1
             if not _single_blas_users and _blas_applied is not None:
                 _set_blas(_blas_applied)
+
+
+def sum_over_slices(parts, work, out, run) -> None:
+    """``out`` = the sum of ``work(start, stop, dst)`` over the slices of ``parts``, each
+    writing its own sum to ``dst``: ``out`` itself for the first slice, a scratch buffer
+    for the others, added in slice order afterwards (the same bits on every run).
+    ``run(each)`` runs ``each(start, stop)`` over the slices, e.g. with :func:`run_slices`.
+    """
+    partial = scratch("threads.slice_sums", (len(parts) - 1, *out.shape), out.dtype)
+
+    def each(start, stop):
+        i = parts.index((start, stop))
+        work(start, stop, out if i == 0 else partial[i - 1])
+
+    run(each)
+    for p in partial:
+        out += p
 
 
 def _serially(work, start: int, stop: int) -> None:

@@ -44,7 +44,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._threads import run_slices, slices
+from fastcnn._threads import run_slices, slices, sum_over_slices
 from fastcnn._workspace import scratch
 
 # Column-matrix bytes per chunk: large enough for efficient GEMMs, small enough to stay
@@ -566,16 +566,12 @@ def grad_input(weight, grad_out, g, out):
 def grad_weight(x, grad_out, g, out):
     """Weight gradient: :func:`_grad_weight` on slices of the batch (:func:`_over_images`),
     each slice's sum into its own buffer, then added in slice order."""
-    parts = slices(g.n)
-    partial = scratch("conv.slice_sums", (len(parts) - 1, *out.shape), out.dtype)
 
-    def work(n0, n1):
-        dst = out if n0 == 0 else partial[parts.index((n0, n1)) - 1]
+    def work(n0, n1, dst):
         _grad_weight(x[n0:n1], grad_out[n0:n1], g._replace(n=n1 - n0), dst)
 
-    _over_images(g.n, work, parts)
-    for p in partial:
-        out += p
+    parts = slices(g.n)
+    sum_over_slices(parts, work, out, lambda each: _over_images(g.n, each, parts))
 
 
 def _over_images(n: int, work, parts=None) -> None:
