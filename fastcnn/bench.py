@@ -488,7 +488,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only this preset (repeatable); one of " + ", ".join(_presets.PRESET_NAMES),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a ~1 minute run: fewer presets, shorter timing"
+        "--quick",
+        action="store_true",
+        help="a ~30 s run (warm cache): fewer presets, shorter timing, no tutorial layer, "
+        "no step memory",
     )
     parser.add_argument(
         "--threads",
@@ -651,7 +654,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     info = fastcnn.info()
     versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
     versions["torch"] = torch.__version__ if torch is not None else None
-    tutorial = _import_tutorial()
+    tutorial = None if args.quick else _import_tutorial()  # its calls take seconds
     versions["scipy"] = sys.modules["scipy"].__version__ if tutorial else None  # the tutorial's
     versions["blas"] = ", ".join(f"{b['library']} {b['version']}" for b in info["blas"])
     optional = {name for name, lib in (("torch", torch), ("tutorial", tutorial)) if lib}
@@ -678,7 +681,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
         print(line)
     print(LEGEND)
     memory = None
-    if not args.no_memory and any(r["op"] == "train_step" for r in rows):
+    if not (args.no_memory or args.quick) and any(r["op"] == "train_step" for r in rows):
         memory = measure_memory(names, threads, ("fastcnn", "torch") if torch else ("fastcnn",))
         print()
         print("\n".join(format_memory(memory, threads)))

@@ -241,6 +241,18 @@ def test_bench_without_scipy_leaves_the_tutorial_column_empty(tmp_path, capsys, 
     assert "speedup over the tutorial layer" not in out
 
 
+def test_quick_run_leaves_out_the_tutorial_layer_and_the_step_memory(tmp_path, capsys):
+    # The tutorial layer's calls take seconds and the memory needs fresh processes: a
+    # --quick run (about 30 s on the quick presets) skips both.
+    result, out = _run_bench(tmp_path, capsys, "--no-torch", "--quick")
+
+    assert result["quick"] and result["rows"]
+    assert all(r["tutorial"] is None and r["tutorial_speedup"] is None for r in result["rows"])
+    assert result["versions"]["scipy"] is None
+    assert result["step_memory"] is None
+    assert "peak memory of one training step" not in out
+
+
 def test_step_memory_of_the_tiny_training_step_in_a_fresh_process():
     if not sys.platform.startswith("linux"):
         pytest.skip("peak resident memory is read from Linux's /proc")
