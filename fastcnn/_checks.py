@@ -397,6 +397,7 @@ def binary_cross_entropy_args(probs, targets, eps) -> float:
     for name, a in (("probs", probs), ("targets", targets)):
         # NaN passes (it propagates); values outside [0, 1] are a caller's bug.
         if np.any(a < 0) or np.any(a > 1):
-            raise ValueError(f"{op}: {name} must lie in [0, 1], got values in "
-                             f"[{np.nanmin(a)}, {np.nanmax(a)}]")
+            raise ValueError(
+                f"{op}: {name} must lie in [0, 1], got values in [{np.nanmin(a)}, {np.nanmax(a)}]"
+            )
     return eps

@@ -276,6 +276,8 @@ def _grad_weight_direct(x, grad_out, ph, pw, dh, dw, out, xp, cols):
                 row = xp[ci * size + (ph + y) * wp + pw : ci * size + (ph + y) * wp + pw + w]
                 for xi in range(w):
                     row[xi] = x[b, ci, y, xi]
+        # The same column loop as _direct's. One shared jitted helper for both measured
+        # 11-36% slower on mnist-conv1 (same process, alternating, identical bits).
         for t in range(taps):
             ci, i, j = t // (kh * kw), t // kw % kh, t % kw
             for oy in range(oh):
