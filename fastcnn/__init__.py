@@ -13,6 +13,7 @@ _FROM = {
     "set_num_threads": "fastcnn._threads",
     "get_num_threads": "fastcnn._threads",
     "info": "fastcnn._info",
+    "keep_freed_memory": "fastcnn._malloc",
     "save": "fastcnn.io",
     "load": "fastcnn.io",
 }

@@ -41,15 +41,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fastcnn import _presets
+from fastcnn import _malloc, _presets
 
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 # ``--malloc``: the environment of each mode. ``high``: blocks up to 32 MiB come from the heap
-# and freed memory stays there (32 MiB is glibc's documented maximum mmap threshold on 64-bit;
-# glibc 2.36 takes larger values too, older ones may ignore them).
+# and freed memory stays there, as after ``fastcnn.keep_freed_memory()``.
 MALLOC_MODES = {
     "default": {},
-    "high": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
+    "high": {
+        "MALLOC_MMAP_THRESHOLD_": str(_malloc.MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(_malloc.TRIM_THRESHOLD),
+    },
 }
 OPTIONS = tuple(
     "preset quick threads no_torch repeats compile no_memory malloc json".split()

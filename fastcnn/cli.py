@@ -243,6 +243,7 @@ def _train(args) -> int:
             raise UsageError(f"--resume: no checkpoint at {checkpoint}")
         saved = train.load_checkpoint(checkpoint)["config"]
     config = _settings(args, saved)
+    fastcnn.keep_freed_memory()  # every step frees and reallocates the same arrays
     (x, y), (xt, yt) = _load_data(args)
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
