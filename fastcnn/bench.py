@@ -79,7 +79,11 @@ SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts abou
 # Idle time before each sample: GNU OpenMP threads spin after each parallel region (torch's
 # for ~12 ms of CPU with its default settings, measured here), and torch and Numba each
 # have their own pool; the pause lets the pool of the implementation timed before go to
-# sleep instead of competing for the cores.
+# sleep instead of competing for the cores. An untimed call follows it (unless
+# ``time_calls`` is told not to): after 20 ms idle, the first call of a 2-thread op waits
+# for its sleeping threads and cores (measured: fastcnn's mnist-conv2 forward took 4.9-5.2
+# ms back to back, 8.7-9.7 ms after each pause; torch's 5.2-6.1 and 6.0-6.7), which no
+# loop of calls, such as a training loop, pays.
 PAUSE_SECONDS = 0.02
 # OpenBLAS's threads spin for ~0.12 s of CPU after each multithreaded call (measured here):
 # after NumPy's own GEMMs (the peak, the reference, the tutorial layer) the timing of the
@@ -108,13 +112,16 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def time_calls(fns: dict, *, budget: float, min_samples: int, samples=None, number=None):
+def time_calls(
+    fns: dict, *, budget: float, min_samples: int, samples=None, number=None, rewarm=True
+):
     """Time each zero-argument callable in ``fns`` and return ``{name: Timing}``.
 
     One warm-up call each sets how many calls make a sample (about ``SAMPLE_SECONDS``),
     unless ``number`` gives it (then there is no warm-up call: for slow callables already
     called once). Samples alternate between the callables, so a slow spell of a shared
-    machine hits all of them alike. Sampling stops after ``samples`` rounds if given, else
+    machine hits all of them alike; each starts after :data:`PAUSE_SECONDS` idle and, if
+    ``rewarm``, one untimed call. Sampling stops after ``samples`` rounds if given, else
     once at least ``min_samples`` rounds are done and ``budget`` seconds have passed.
     """
     if number is None:
@@ -133,6 +140,8 @@ def time_calls(fns: dict, *, budget: float, min_samples: int, samples=None, numb
     while more(rounds):
         for name, fn in fns.items():
             time.sleep(PAUSE_SECONDS)
+            if rewarm:
+                fn()
             start = time.perf_counter()
             for _ in range(number[name]):
                 fn()
@@ -209,6 +218,7 @@ def measure_case(case, optional, effort: Effort, samples, gemm_gflops: float, li
             min_samples=effort.tutorial_samples,
             samples=samples,
             number=1,
+            rewarm=False,  # a call takes seconds, and one pays no thread wake-up worth it
         )
     fast = timings["fastcnn"].median
 

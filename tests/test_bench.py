@@ -9,6 +9,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -148,16 +149,37 @@ def test_time_calls_counts_warmup_and_samples():
     for name, t in timings.items():
         assert t.samples == 4
         assert t.number >= 1
-        assert calls[name] == 1 + 4 * t.number  # warm-up, samples
+        assert calls[name] == 1 + 4 * (1 + t.number)  # warm-up; per sample, a rewarm call
         assert 0 < t.q1 <= t.median <= t.q3
 
 
 def test_time_calls_with_number_given_makes_no_warmup_call():
     calls = []
     (t,) = bench.time_calls(
-        {"slow": lambda: calls.append(1)}, budget=0.0, min_samples=1, samples=3, number=1
-    ).values()
+        {"slow": lambda: calls.append(1)}, budget=0.0, min_samples=1, samples=3, number=1,
+        rewarm=False,
+    ).values()  # fmt: skip
     assert (t.samples, t.number, len(calls)) == (3, 1, 3)
+
+
+def test_time_calls_times_only_the_calls_after_each_rewarm_call():
+    # The first call of every sample takes 50 ms (as after idle), the others none.
+    state = {"last": 0.0}
+
+    def cold_after_idle():
+        now = time.perf_counter()
+        if now - state["last"] > bench.PAUSE_SECONDS / 2:
+            time.sleep(0.05)
+        state["last"] = time.perf_counter()
+
+    (t,) = bench.time_calls(
+        {"f": cold_after_idle}, budget=0.0, min_samples=1, samples=3, number=2
+    ).values()
+    assert t.median < 0.01
+    (t,) = bench.time_calls(
+        {"f": cold_after_idle}, budget=0.0, min_samples=1, samples=3, number=2, rewarm=False
+    ).values()
+    assert t.median >= 0.025
 
 
 # --- fastcnn bench -------------------------------------------------------------------
