@@ -218,7 +218,7 @@ def measure_case(case, optional, effort: Effort, samples, gemm_gflops: float, li
             min_samples=effort.tutorial_samples,
             samples=samples,
             number=1,
-            rewarm=False,  # a call takes seconds, and one pays no thread wake-up worth it
+            rewarm=False,  # its calls take seconds: a wake-up after the pause is lost in them
         )
     fast = timings["fastcnn"].median
 
