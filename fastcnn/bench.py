@@ -61,7 +61,8 @@ OPTIONS = tuple(
 @dataclass(frozen=True)
 class Effort:
     """How long to time: per case (fastcnn and torch), per reference, per tutorial layer
-    (one call takes 0.1-5 s: few samples of one call), for the GEMM peak."""
+    (one call takes 0.1-5 s: few samples of one call; 0 samples leave it out), for the GEMM
+    peak; and whether to measure the training step's memory (fresh processes)."""
 
     budget: float
     reference_budget: float
@@ -69,12 +70,13 @@ class Effort:
     gemm_budget: float
     min_samples: int
     tutorial_samples: int
+    step_memory: bool
 
 
 FULL = Effort(2.0, reference_budget=2.0, tutorial_budget=2.0, gemm_budget=3.0, min_samples=10,
-              tutorial_samples=3)  # fmt: skip
+              tutorial_samples=3, step_memory=True)  # fmt: skip
 QUICK = Effort(0.4, reference_budget=0.5, tutorial_budget=0.0, gemm_budget=1.0, min_samples=5,
-               tutorial_samples=1)  # fmt: skip
+               tutorial_samples=0, step_memory=False)  # fmt: skip
 SAMPLE_SECONDS = 0.02  # calls per sample are chosen so that a sample lasts about this long
 # Idle time before each sample: GNU OpenMP threads spin after each parallel region (torch's
 # for ~12 ms of CPU with its default settings, measured here), and torch and Numba each
@@ -666,7 +668,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     info = fastcnn.info()
     versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
     versions["torch"] = torch.__version__ if torch is not None else None
-    tutorial = None if args.quick else _import_tutorial()  # its calls take seconds
+    tutorial = _import_tutorial() if effort.tutorial_samples else None
     versions["scipy"] = sys.modules["scipy"].__version__ if tutorial else None  # the tutorial's
     versions["blas"] = ", ".join(f"{b['library']} {b['version']}" for b in info["blas"])
     optional = {name for name, lib in (("torch", torch), ("tutorial", tutorial)) if lib}
@@ -693,7 +695,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
         print(line)
     print(LEGEND)
     memory = None
-    if not (args.no_memory or args.quick) and any(r["op"] == "train_step" for r in rows):
+    if effort.step_memory and not args.no_memory and any(r["op"] == "train_step" for r in rows):
         memory = measure_memory(names, threads, ("fastcnn", "torch") if torch else ("fastcnn",))
         print()
         print("\n".join(format_memory(memory, threads)))
