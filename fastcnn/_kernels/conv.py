@@ -10,6 +10,11 @@ every function here is ``fastcnn.reference.conv``.
 Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_weight``,
 ``grad_bias``):
 
+- channels in whole blocks of two SIMD vectors (e.g. 32, 64 float32 channels) and more than
+  ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
+  :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward and weight
+  gradient at any stride; the stride-1 input gradient with a finite weight as a forward
+  convolution of the padded ``grad_out``). The paths below cover every other geometry.
 - stride 1 (the common case), "wrapped" columns: each padded image plane is copied once,
   and every column row is then one contiguous run of it (see :func:`_im2col_wrap`); the
   ``WP - OW`` extra columns per output row are computed and dropped (forward) or met by
@@ -44,6 +49,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._kernels import conv_blocked
 from fastcnn._threads import run_slices, slices, sum_over_slices
 from fastcnn._workspace import scratch
 
@@ -483,6 +489,9 @@ def forward(x, weight, bias, g, out):
     if g.n == 0:
         return
     ckk = g.c * g.kh * g.kw
+    if ckk > DIRECT_MAX_TAPS and conv_blocked.fits(g.k, x.dtype):
+        conv_blocked.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
+        return
     if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
         _forward_wrapped(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
         return
@@ -557,7 +566,11 @@ def _forward_wrapped(x, weight, bias, g, out):
 
 
 def grad_input(weight, grad_out, g, out):
-    """Input gradient: :func:`_grad_input` on slices of the batch (:func:`_over_images`)."""
+    """Input gradient: the blocked kernel where it fits (:func:`_blocked_grad_input_fits`),
+    else :func:`_grad_input` on slices of the batch (:func:`_over_images`)."""
+    if g.n and _blocked_grad_input_fits(weight, g):
+        conv_blocked.grad_input(weight, grad_out, g, out)
+        return
 
     def work(n0, n1):
         _grad_input(weight, grad_out[n0:n1], g._replace(n=n1 - n0), out[n0:n1])
@@ -565,9 +578,27 @@ def grad_input(weight, grad_out, g, out):
     _over_images(g.n, work)
 
 
+def _blocked_grad_input_fits(weight, g) -> bool:
+    """The blocked input gradient convolves grad_out padded by ``d*(k-1) - p``: stride 1,
+    that padding not negative, whole channel blocks, and a finite weight (the padding
+    zeros meet every weight, and ``inf * 0`` would be NaN where the reference has no term)."""
+    return (
+        g.sh == g.sw == 1
+        and g.ph <= g.dh * (g.kh - 1)
+        and g.pw <= g.dw * (g.kw - 1)
+        and g.k * g.kh * g.kw > DIRECT_MAX_TAPS
+        and conv_blocked.fits(g.c, weight.dtype)
+        and _all_finite(weight)
+    )
+
+
 def grad_weight(x, grad_out, g, out):
-    """Weight gradient: :func:`_grad_weight` on slices of the batch (:func:`_over_images`),
-    each slice's sum into its own buffer, then added in slice order."""
+    """Weight gradient: the blocked kernel where it fits, else :func:`_grad_weight` on
+    slices of the batch (:func:`_over_images`), each slice's sum into its own buffer, then
+    added in slice order."""
+    if g.n and g.c * g.kh * g.kw > DIRECT_MAX_TAPS and conv_blocked.fits(g.k, x.dtype):
+        conv_blocked.grad_weight(x, grad_out, g, out)
+        return
 
     def work(n0, n1, dst):
         _grad_weight(x[n0:n1], grad_out[n0:n1], g._replace(n=n1 - n0), dst)

@@ -1,0 +1,296 @@
+"""Register-blocked direct convolution: no im2col, no GEMM call, all cores in one kernel.
+
+The micro-kernel keeps a block of 6 output pixels x 2 vectors of output channels (12
+SIMD accumulators, see :mod:`fastcnn._simd`) in registers while it runs over every
+tap ``r = (c, i, j)``: per tap, 2 vector loads of weights, 6 broadcasts of input pixels
+and 12 fused multiply-adds. A pixel is a broadcast scalar, so any stride, dilation and
+padding costs the same, and no work is spent on wrapped or padded columns.
+
+- :func:`_forward`: ``y = conv2d(x, w) + bias``; also the stride-1 input gradient, as the
+  forward convolution of the zero-padded ``grad_out`` with the flipped, transposed weight.
+- :func:`_grad_weight`: the same block over (6 taps x 2 channel vectors), reduced over the
+  output pixels of every image.
+
+Kernels take the batch in ``parts`` (one per thread, a static split) and each part owns
+its rows of the scratch arrays: its zero-padded input planes, its block buffer, its
+partial sums. They need the output channels (forward) or the ``grad_out`` channels
+(weight gradient) in whole blocks of ``2 * lanes`` (:func:`channel_block`); the drivers
+in :mod:`fastcnn._kernels.conv` check this and take the GEMM paths otherwise. The obvious
+twin is ``fastcnn.reference.conv``; summation runs over taps in order, then (weight
+gradient) over parts in order, so results are bitwise repeatable at a thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from fastcnn._config import jit
+from fastcnn._simd import VECTOR_BYTES, lanes, vbroadcast, vfma, vload, vstore
+from fastcnn._workspace import scratch
+
+PIXELS = 6  # output pixels per block (forward) / taps per block (weight gradient)
+
+
+def channel_block(dtype) -> int:
+    """Channels per block of the micro-kernel: two SIMD vectors of ``dtype``."""
+    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> np.ndarray:
+    """Offset of tap ``(c, i, j)`` in padded planes of ``hp x wp``: ``(c*hp + i*dh)*wp + j*dw``,
+    in tap order (int64, C*KH*KW)."""
+    ci, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
+    return ((ci * hp + i * dh) * wp + j * dw).reshape(-1).astype(np.int64)
+
+
+@jit()
+def _pad_into(src, ph, pw, xp):
+    """Copy one image ``src`` (C, H, W) into the interiors of xp's zero-padded planes
+    (C, H + 2*ph, W + 2*pw, flat; the borders must already be zero)."""
+    c, h, w = src.shape
+    wp = w + 2 * pw
+    size = (h + 2 * ph) * wp
+    for ci in range(c):
+        for y in range(h):
+            start = ci * size + (ph + y) * wp + pw
+            xp[start : start + w] = src[ci, y]
+
+
+@jit()
+def _transpose_into(a, out):
+    """``out[j*M + i] = a[i, j]`` for a (M, N): a in tiles of 16 x 16 (each read and written
+    within the caches; a plain loop misses the cache on every strided access)."""
+    m, n = a.shape
+    for i0 in range(0, m, 16):
+        i1 = min(m, i0 + 16)
+        for j0 in range(0, n, 16):
+            for j in range(j0, min(n, j0 + 16)):
+                for i in range(i0, i1):
+                    out[j * m + i] = a[i, j]
+
+
+@jit()
+def _base(q, ow, sh, sw, wp):
+    """Offset of output pixel ``q`` (flat in OH x OW) in a padded plane of width wp."""
+    return (q // ow) * sh * wp + (q % ow) * sw
+
+
+@jit(parallel=True)
+def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks):
+    """``y[b, k, oy, ox] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + oy*sh*WP + ox*sw]``.
+
+    src (N, C, H, W); wt (C*KH*KW*K,): the weight as (taps, K), ``wt[r*K + k]``; bias (K,);
+    toff (taps,) from :func:`tap_offsets`; y (N, K, OH, OW) with K a multiple of
+    :func:`channel_block`. Scratch: xps (parts, C*HP*WP + 2*lanes), blocks (parts,
+    PIXELS*2*lanes).
+
+    Parallel over parts of the batch: each pads its images into its own planes and writes
+    only its images of y.
+    """
+    n, c, h, w = src.shape
+    k, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    wp = w + 2 * pw
+    lane = lanes(wt)
+    width = 2 * lane
+    taps, p = toff.size, oh * ow
+    last = p - 1
+    for part in prange(parts):
+        xp, blk = xps[part], blocks[part]
+        xp[:] = 0
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            _pad_into(src[b], ph, pw, xp)
+            yb = y[b].reshape(k, p)
+            for p0 in range(0, p, PIXELS):
+                # A short last block repeats its last pixel; the repeats are not stored.
+                b0 = _base(min(p0, last), ow, sh, sw, wp)
+                b1 = _base(min(p0 + 1, last), ow, sh, sw, wp)
+                b2 = _base(min(p0 + 2, last), ow, sh, sw, wp)
+                b3 = _base(min(p0 + 3, last), ow, sh, sw, wp)
+                b4 = _base(min(p0 + 4, last), ow, sh, sw, wp)
+                b5 = _base(min(p0 + 5, last), ow, sh, sw, wp)
+                for k0 in range(0, k, width):
+                    a00 = vload(bias, k0)
+                    a01 = vload(bias, k0 + lane)
+                    a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
+                    a40, a41, a50, a51 = a00, a01, a00, a01
+                    for r in range(taps):
+                        off = toff[r]
+                        w0 = vload(wt, r * k + k0)
+                        w1 = vload(wt, r * k + k0 + lane)
+                        v = vbroadcast(xp, b0 + off)
+                        a00, a01 = vfma(w0, v, a00), vfma(w1, v, a01)
+                        v = vbroadcast(xp, b1 + off)
+                        a10, a11 = vfma(w0, v, a10), vfma(w1, v, a11)
+                        v = vbroadcast(xp, b2 + off)
+                        a20, a21 = vfma(w0, v, a20), vfma(w1, v, a21)
+                        v = vbroadcast(xp, b3 + off)
+                        a30, a31 = vfma(w0, v, a30), vfma(w1, v, a31)
+                        v = vbroadcast(xp, b4 + off)
+                        a40, a41 = vfma(w0, v, a40), vfma(w1, v, a41)
+                        v = vbroadcast(xp, b5 + off)
+                        a50, a51 = vfma(w0, v, a50), vfma(w1, v, a51)
+                    # Pixel-major in the block, channel-major in y: transpose via blk.
+                    vstore(blk, 0, a00)
+                    vstore(blk, lane, a01)
+                    vstore(blk, width, a10)
+                    vstore(blk, width + lane, a11)
+                    vstore(blk, 2 * width, a20)
+                    vstore(blk, 2 * width + lane, a21)
+                    vstore(blk, 3 * width, a30)
+                    vstore(blk, 3 * width + lane, a31)
+                    vstore(blk, 4 * width, a40)
+                    vstore(blk, 4 * width + lane, a41)
+                    vstore(blk, 5 * width, a50)
+                    vstore(blk, 5 * width + lane, a51)
+                    count = min(PIXELS, p - p0)
+                    for kk in range(width):
+                        row = yb[k0 + kk]
+                        for i in range(count):
+                            row[p0 + i] = blk[i * width + kk]
+
+
+@jit(parallel=True)
+def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial):
+    """``partial[part, r, k] = sum over the part's images b and pixels q of
+    grad_out[b, k, q] * padded(x[b])[toff[r] + base(q)]``: the weight gradient (taps, K)
+    of each part; the caller adds the parts in order.
+
+    x (N, C, H, W); grad_out (N, K, OH, OW) with K a multiple of :func:`channel_block`;
+    toff (taps,); scratch xps (parts, C*HP*WP + 2*lanes), gos (parts, OH*OW*K: one image
+    of grad_out transposed to pixel-major); partial (parts, taps*K).
+
+    Parallel over parts of the batch: each owns its planes, its transposed grad_out and
+    its partial sum.
+    """
+    n, c, h, w = x.shape
+    k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    wp = w + 2 * pw
+    taps, p = toff.size, oh * ow
+    lane = lanes(partial[0])
+    width = 2 * lane
+    last = taps - 1
+    # Output rows per chunk: its grad_out (rows*OW*K) stays in L1 while every tap block
+    # runs over it.
+    rows = max(1, 16384 // (ow * k * grad_out.itemsize))
+    for part in prange(parts):
+        xp, go, acc = xps[part], gos[part], partial[part]
+        xp[:] = 0
+        acc[:] = 0
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            _pad_into(x[b], ph, pw, xp)
+            _transpose_into(grad_out[b].reshape(k, p), go)
+            for y0 in range(0, oh, rows):
+                y1 = min(oh, y0 + rows)
+                for r0 in range(0, taps, PIXELS):
+                    # A short last block repeats its last tap: the repeats compute and store
+                    # the same sum as the original, so the result is unchanged.
+                    r1, r2 = min(r0 + 1, last), min(r0 + 2, last)
+                    r3, r4, r5 = min(r0 + 3, last), min(r0 + 4, last), min(r0 + 5, last)
+                    t0, t1, t2 = toff[r0], toff[r1], toff[r2]
+                    t3, t4, t5 = toff[r3], toff[r4], toff[r5]
+                    for k0 in range(0, k, width):
+                        a00, a01 = vload(acc, r0 * k + k0), vload(acc, r0 * k + k0 + lane)
+                        a10, a11 = vload(acc, r1 * k + k0), vload(acc, r1 * k + k0 + lane)
+                        a20, a21 = vload(acc, r2 * k + k0), vload(acc, r2 * k + k0 + lane)
+                        a30, a31 = vload(acc, r3 * k + k0), vload(acc, r3 * k + k0 + lane)
+                        a40, a41 = vload(acc, r4 * k + k0), vload(acc, r4 * k + k0 + lane)
+                        a50, a51 = vload(acc, r5 * k + k0), vload(acc, r5 * k + k0 + lane)
+                        for oy in range(y0, y1):
+                            row = oy * sh * wp
+                            for ox in range(ow):
+                                q = (oy * ow + ox) * k + k0
+                                g0, g1 = vload(go, q), vload(go, q + lane)
+                                base = row + ox * sw
+                                v = vbroadcast(xp, base + t0)
+                                a00, a01 = vfma(g0, v, a00), vfma(g1, v, a01)
+                                v = vbroadcast(xp, base + t1)
+                                a10, a11 = vfma(g0, v, a10), vfma(g1, v, a11)
+                                v = vbroadcast(xp, base + t2)
+                                a20, a21 = vfma(g0, v, a20), vfma(g1, v, a21)
+                                v = vbroadcast(xp, base + t3)
+                                a30, a31 = vfma(g0, v, a30), vfma(g1, v, a31)
+                                v = vbroadcast(xp, base + t4)
+                                a40, a41 = vfma(g0, v, a40), vfma(g1, v, a41)
+                                v = vbroadcast(xp, base + t5)
+                                a50, a51 = vfma(g0, v, a50), vfma(g1, v, a51)
+                        vstore(acc, r0 * k + k0, a00)
+                        vstore(acc, r0 * k + k0 + lane, a01)
+                        vstore(acc, r1 * k + k0, a10)
+                        vstore(acc, r1 * k + k0 + lane, a11)
+                        vstore(acc, r2 * k + k0, a20)
+                        vstore(acc, r2 * k + k0 + lane, a21)
+                        vstore(acc, r3 * k + k0, a30)
+                        vstore(acc, r3 * k + k0 + lane, a31)
+                        vstore(acc, r4 * k + k0, a40)
+                        vstore(acc, r4 * k + k0 + lane, a41)
+                        vstore(acc, r5 * k + k0, a50)
+                        vstore(acc, r5 * k + k0 + lane, a51)
+
+
+
+# --- drivers ---------------------------------------------------------------------------
+
+
+def fits(channels: int, dtype) -> bool:
+    """Whether a micro-kernel over ``channels`` (output channels of the forward, grad_out
+    channels of the weight gradient) runs in whole blocks."""
+    return channels % channel_block(dtype) == 0
+
+
+def _scratch_planes(name: str, parts: int, c: int, hp: int, wp: int, dtype) -> np.ndarray:
+    # Rows rounded up to whole 64-byte lines so no two threads write one cache line.
+    row = -(-(c * hp * wp) // 16) * 16 + 16
+    return scratch(name, (parts, row), dtype)
+
+
+def forward(x, weight, bias, g, out):
+    """``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias (K,)``,
+    any stride, padding and dilation; K a multiple of :func:`channel_block`."""
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    wt = np.ascontiguousarray(weight.reshape(g.k, -1).T).reshape(-1)
+    toff = tap_offsets(g.c, g.kh, g.kw, hp, wp, g.dh, g.dw)
+    _run_forward(x, wt, bias, toff, g.ph, g.pw, g.sh, g.sw, out, g.c, hp, wp)
+
+
+def grad_input(weight, grad_out, g, out):
+    """Stride-1 input gradient ``out (N, C, H, W)``: the forward convolution of grad_out
+    (N, K, OH, OW), zero-padded by ``d*(k-1) - p`` on each side, with the weight flipped in
+    space and transposed to (C, K, KH, KW). Needs C a multiple of :func:`channel_block`,
+    ``p <= d*(k-1)``, and a finite weight (the padding zeros meet every weight)."""
+    qh, qw = g.dh * (g.kh - 1) - g.ph, g.dw * (g.kw - 1) - g.pw
+    hp, wp = g.oh + 2 * qh, g.ow + 2 * qw
+    wt = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)).reshape(-1)
+    toff = tap_offsets(g.k, g.kh, g.kw, hp, wp, g.dh, g.dw)
+    zero = np.zeros(g.c, weight.dtype)
+    _run_forward(grad_out, wt, zero, toff, qh, qw, 1, 1, out, g.k, hp, wp)
+
+
+def _run_forward(src, wt, bias, toff, ph, pw, sh, sw, out, c, hp, wp):
+    parts = min(src.shape[0], numba.get_num_threads())
+    if parts == 0:
+        return
+    xps = _scratch_planes("blocked.planes", parts, c, hp, wp, src.dtype)
+    blocks = scratch("blocked.block", (parts, PIXELS * channel_block(src.dtype)), src.dtype)
+    _forward(src, wt, bias, toff, ph, pw, sh, sw, out, parts, xps, blocks)
+
+
+def grad_weight(x, grad_out, g, out):
+    """Weight gradient ``out (K, C, KH, KW)`` from x (N, C, H, W) and grad_out (N, K, OH, OW),
+    any stride, padding and dilation; K a multiple of :func:`channel_block`."""
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    taps = g.c * g.kh * g.kw
+    parts = min(g.n, numba.get_num_threads())
+    if parts == 0:
+        out[...] = 0
+        return
+    toff = tap_offsets(g.c, g.kh, g.kw, hp, wp, g.dh, g.dw)
+    xps = _scratch_planes("blocked.planes", parts, g.c, hp, wp, x.dtype)
+    gos = scratch("blocked.grad_out", (parts, g.oh * g.ow * g.k + 16), x.dtype)
+    partial = scratch("blocked.partial", (parts, taps * g.k), x.dtype)
+    _grad_weight(x, grad_out, toff, g.ph, g.pw, g.sh, g.sw, parts, xps, gos, partial)
+    total = partial[0]
+    for i in range(1, parts):  # in part order: the same bits on every run
+        total += partial[i]
+    out.reshape(g.k, taps)[...] = total.reshape(taps, g.k).T

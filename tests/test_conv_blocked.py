@@ -1,0 +1,159 @@
+"""The register-blocked convolution (``fastcnn._kernels.conv_blocked``) and its SIMD
+intrinsics (``fastcnn._simd``) against the reference.
+
+The shared case table has too few channels for the blocked paths, which need the output
+channels (forward, weight gradient) or the input channels (input gradient) in whole blocks
+of two SIMD vectors (``channel_block``: 32 float32 or 16 float64 channels with AVX-512,
+half that without). The cases here are built from that block, and each test first checks
+that the blocked kernel really ran, so none of them passes on a fallback path.
+Tolerances as in ``test_functional_conv.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import DTYPES, SPECIAL_VALUES, assert_close, make_rng, randn
+from test_functional_conv import atol_for, check_conv
+
+from fastcnn import functional as F
+from fastcnn import reference as R
+from fastcnn._config import jit
+from fastcnn._kernels import conv_blocked
+from fastcnn._simd import lanes, vbroadcast, vfma, vload, vstore, vzero
+
+
+@pytest.fixture
+def blocked_calls(monkeypatch):
+    """Counts the calls of the two blocked kernels."""
+    calls = {"forward": 0, "grad_weight": 0}
+    for name in calls:
+        kernel = getattr(conv_blocked, f"_{name}")
+
+        def counted(*args, _kernel=kernel, _name=name):
+            calls[_name] += 1
+            return _kernel(*args)
+
+        monkeypatch.setattr(conv_blocked, f"_{name}", counted)
+    return calls
+
+
+# (x shape, weight shape, kwargs) with C = K = "B" (one channel block) or "2B".
+CASES = [
+    pytest.param((2, "B", 7, 9), ("B", "B", 3, 3), {}, id="3x3-odd-sizes"),
+    pytest.param((1, "B", 5, 6), ("2B", "B", 3, 3), {"padding": 1}, id="batch1-padding1"),
+    pytest.param((3, "B", 9, 8), ("B", "B", 3, 3), {"stride": 2}, id="stride2"),
+    pytest.param(
+        (2, "B", 8, 11), ("B", "B", 3, 2), {"stride": (2, 1), "padding": (1, 0)}, id="pairs"
+    ),
+    pytest.param((2, "B", 9, 9), ("B", "B", 3, 3), {"dilation": 2, "padding": 2}, id="dilation2"),
+    pytest.param((2, "2B", 4, 5), ("2B", "2B", 1, 1), {}, id="kernel-1x1"),
+    pytest.param((1, "B", 3, 3), ("B", "B", 3, 3), {}, id="one-output-pixel"),
+    pytest.param((2, "B", 5, 5), ("B", "B", 5, 5), {"padding": 3}, id="padding-gt-half"),
+    pytest.param((4, "2B", 6, 6), ("2B", "2B", 3, 3), {"padding": 1}, id="two-blocks"),
+]
+
+
+def _shape(shape, block):
+    return tuple({"B": block, "2B": 2 * block}.get(v, v) for v in shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "kwargs"), CASES)
+def test_blocked_conv_ops_match_reference(x_shape, w_shape, kwargs, dtype, threads, blocked_calls):
+    block = conv_blocked.channel_block(dtype)
+    rng = make_rng(7)
+    x = randn(rng, _shape(x_shape, block), dtype)
+    weight = randn(rng, _shape(w_shape, block), dtype, scale=0.2)
+    bias = randn(rng, weight.shape[0], dtype)
+    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
+    check_conv(x, weight, bias, grad_out, kwargs)
+    stride = kwargs.get("stride", 1)
+    padding = np.broadcast_to(kwargs.get("padding", 0), 2)
+    reach = np.broadcast_to(kwargs.get("dilation", 1), 2) * (np.array(weight.shape[2:]) - 1)
+    # forward and weight gradient always; the input gradient as a forward where it can.
+    input_grad_blocked = stride == 1 and (padding <= reach).all()
+    assert blocked_calls["forward"] == 1 + input_grad_blocked
+    assert blocked_calls["grad_weight"] == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_conv_bitwise_repeatable(dtype, threads):
+    block = conv_blocked.channel_block(dtype)
+    rng = make_rng(8)
+    x = randn(rng, (5, block, 8, 7), dtype)
+    weight = randn(rng, (block, block, 3, 3), dtype)
+    grad_out = randn(rng, (5, block, 6, 5), dtype)
+    for op in (
+        lambda: F.conv2d(x, weight),
+        lambda: F.conv2d_grad_input(x.shape, weight, grad_out),
+        lambda: F.conv2d_grad_weight(x, weight.shape, grad_out),
+    ):
+        np.testing.assert_array_equal(op(), op())
+
+
+@SPECIAL_VALUES
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_conv_nan_inf_like_the_reference(dtype, threads, blocked_calls):
+    """NaN and inf in x, grad_out and the weight land where the reference puts them; an
+    infinite weight sends the input gradient to the GEMM path (its padding zeros would
+    make NaN where the reference has no term)."""
+    block = conv_blocked.channel_block(dtype)
+    rng = make_rng(9)
+    x = randn(rng, (2, block, 6, 7), dtype)
+    weight = randn(rng, (block, block, 3, 3), dtype)
+    bias = randn(rng, block, dtype)
+    grad_out = randn(rng, (2, block, 6, 7), dtype)
+    x[0, 3, 1, 1], x[1, 0, 5, 6] = np.nan, np.inf
+    grad_out[1, 2, 0, 0] = -np.inf
+    weight[4, 1, 0, 2] = np.inf
+    check_conv(x, weight, bias, grad_out, {"padding": 1})
+    assert blocked_calls == {"forward": 1, "grad_weight": 1}
+    assert np.isnan(F.conv2d(np.zeros_like(x), weight, padding=1)).any()
+
+
+def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):
+    """C*KH*KW not a multiple of the taps per block: the repeated last tap changes nothing."""
+    dtype = np.dtype(np.float32)
+    block = conv_blocked.channel_block(dtype)
+    rng = make_rng(10)
+    x = randn(rng, (3, 1, 9, 9), dtype)
+    grad_out = randn(rng, (3, block, 5, 5), dtype)
+    got = F.conv2d_grad_weight(x, (block, 1, 5, 5), grad_out)  # 25 taps
+    want = R.conv2d_grad_weight(x, (block, 1, 5, 5), grad_out)
+    assert blocked_calls["grad_weight"] == 1
+    assert_close(got, want, dtype, atol=atol_for(dtype, 75))
+
+
+# --- the intrinsics --------------------------------------------------------------------
+
+
+@jit()
+def _axpy_blocks(a, x, y, out):
+    """out[i] = a[0] * x[i] + y[i], a vector at a time, through every intrinsic."""
+    lane = lanes(x)
+    for i in range(0, x.size, lane):
+        acc = vfma(vbroadcast(a, 0), vload(x, i), vload(y, i))
+        vstore(out, i, vfma(vzero(x), vzero(x), acc))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_intrinsics(dtype):
+    rng = make_rng(11)
+    size = 4 * conv_blocked.channel_block(dtype)
+    x, y = randn(rng, size, dtype), randn(rng, size, dtype)
+    x[3], y[5] = np.inf, np.nan
+    a = np.array([-0.5], dtype)  # a power of two: a * x is exact, so fma = a*x + y
+    out = np.full(size, -1, dtype)
+    _axpy_blocks(a, x, y, out)
+    want = a[0] * x + y
+    np.testing.assert_array_equal(out, want)
+
+
+def test_simd_rejects_other_types():
+    @jit()
+    def load_ints(a):
+        return vload(a, 0)
+
+    with pytest.raises(Exception, match="float array"):
+        load_ints(np.zeros(64, np.int64))
