@@ -229,7 +229,6 @@ def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial):
                         vstore(acc, r5 * k + k0 + lane, a51)
 
 
-
 # --- drivers ---------------------------------------------------------------------------
 
 
