@@ -256,62 +256,62 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
             dst[y] = plane[(ph + y) * wp + pw : (ph + y) * wp + pw + w]
 
 
-@jit()
-def _grad_weight_direct(x, grad_out, ph, pw, dh, dw, out, xp, cols):
-    """Stride-1 weight gradient for few taps (small C*KH*KW), one image at a time, serial.
+@jit(parallel=True)
+def _grad_weight_direct(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial):
+    """Stride-1 weight gradient for few taps (small C*KH*KW): ``partial[part]`` (K*taps,)
+    = the gradient (K, C, KH, KW) over the images of one part of the batch; the caller
+    adds the parts in order.
 
-    x (N, C, H, W), grad_out (N, K, OH, OW), out (K, C, KH, KW); scratch xp (C*HP*WP)
-    and cols (C*KH*KW, OH*OW). Per image: its zero-padded planes go to xp, its column
-    matrix (as :func:`_im2col`) to cols, and ``out[k, tap]`` gains the dot product of
-    ``grad_out[b, k]`` with row ``tap`` of cols. grad_out is read in place, and with few
-    taps the column matrix is smaller than it; the dots are long, contiguous and take
+    x (N, C, H, W), grad_out (N, K, OH, OW); scratch xps (parts, C*HP*WP) and colss
+    (parts, C*KH*KW*OH*OW). Per image: its zero-padded planes go to xps[part], its column
+    matrix (as :func:`_im2col`) to colss[part], and ``gw[k, tap]`` gains the dot product of
+    ``grad_out[b, k]`` with row ``tap`` of the columns. grad_out is read in place, and with
+    few taps the column matrix is smaller than it; the dots are long, contiguous and take
     three taps per pass over ``grad_out[b, k]``.
+
+    Parallel over parts of the batch: each owns its scratch rows and its partial sum.
     """
     n, c, h, w = x.shape
     k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
-    kh, kw = out.shape[2], out.shape[3]
     wp = w + 2 * pw
     size = (h + 2 * ph) * wp
     taps, p = c * kh * kw, oh * ow
-    gw = out.reshape(k, taps)
-    gw[:] = 0
-    xp[:] = 0  # the padding stays zero; the interiors are overwritten per image
-    for b in range(n):
-        for ci in range(c):
-            for y in range(h):
-                row = xp[ci * size + (ph + y) * wp + pw : ci * size + (ph + y) * wp + pw + w]
-                for xi in range(w):
-                    row[xi] = x[b, ci, y, xi]
-        # The same column loop as _direct's. One shared jitted helper for both measured
-        # 11-36% slower on mnist-conv1 (same process, alternating, identical bits).
-        for t in range(taps):
-            ci, i, j = t // (kh * kw), t // kw % kh, t % kw
-            for oy in range(oh):
-                src = xp[ci * size + (oy + i * dh) * wp + j * dw :]
-                dst = cols[t, oy * ow : (oy + 1) * ow]
-                for ox in range(ow):
-                    dst[ox] = src[ox]
-        go = grad_out[b].reshape(k, p)
-        for ki in range(k):
-            g = go[ki]
-            t = 0
-            while t + 3 <= taps:
-                s0, s1, s2 = cols[t], cols[t + 1], cols[t + 2]
-                a0 = a1 = a2 = out.dtype.type(0)
-                for q in range(p):
-                    a0 += g[q] * s0[q]
-                    a1 += g[q] * s1[q]
-                    a2 += g[q] * s2[q]
-                gw[ki, t] += a0
-                gw[ki, t + 1] += a1
-                gw[ki, t + 2] += a2
-                t += 3
-            while t < taps:
-                acc = out.dtype.type(0)
-                for q in range(p):
-                    acc += g[q] * cols[t, q]
-                gw[ki, t] += acc
-                t += 1
+    for part in prange(parts):
+        xp = xps[part]
+        cols = colss[part].reshape(taps, p)
+        gw = partial[part].reshape(k, taps)
+        gw[:] = 0
+        xp[:] = 0  # the padding stays zero; the interiors are overwritten per image
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            conv_blocked._pad_into(x[b], ph, pw, xp)
+            # The same column loop as _direct's. One shared jitted helper for both measured
+            # 11-36% slower on mnist-conv1 (same process, alternating, identical bits).
+            for t in range(taps):
+                ci, i, j = t // (kh * kw), t // kw % kh, t % kw
+                for oy in range(oh):
+                    start = ci * size + (oy + i * dh) * wp + j * dw
+                    cols[t, oy * ow : (oy + 1) * ow] = xp[start : start + ow]
+            go = grad_out[b].reshape(k, p)
+            for ki in range(k):
+                g = go[ki]
+                t = 0
+                while t + 3 <= taps:
+                    s0, s1, s2 = cols[t], cols[t + 1], cols[t + 2]
+                    a0 = a1 = a2 = partial.dtype.type(0)
+                    for q in range(p):
+                        a0 += g[q] * s0[q]
+                        a1 += g[q] * s1[q]
+                        a2 += g[q] * s2[q]
+                    gw[ki, t] += a0
+                    gw[ki, t + 1] += a1
+                    gw[ki, t + 2] += a2
+                    t += 3
+                while t < taps:
+                    acc = partial.dtype.type(0)
+                    for q in range(p):
+                        acc += g[q] * cols[t, q]
+                    gw[ki, t] += acc
+                    t += 1
 
 
 @jit()
@@ -596,8 +596,12 @@ def grad_weight(x, grad_out, g, out):
     """Weight gradient: the blocked kernel where it fits, else :func:`_grad_weight` on
     slices of the batch (:func:`_over_images`), each slice's sum into its own buffer, then
     added in slice order."""
-    if g.n and g.c * g.kh * g.kw > DIRECT_MAX_TAPS and conv_blocked.fits(g.k, x.dtype):
+    ckk = g.c * g.kh * g.kw
+    if g.n and ckk > DIRECT_MAX_TAPS and conv_blocked.fits(g.k, x.dtype):
         conv_blocked.grad_weight(x, grad_out, g, out)
+        return
+    if g.n and g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
+        _few_taps_grad_weight(x, grad_out, g, out)
         return
 
     def work(n0, n1, dst):
@@ -605,6 +609,21 @@ def grad_weight(x, grad_out, g, out):
 
     parts = slices(g.n)
     sum_over_slices(parts, work, out, lambda each: _over_images(g.n, each, parts))
+
+
+def _few_taps_grad_weight(x, grad_out, g, out):
+    """:func:`_grad_weight_direct` on one part of the batch per thread, parts added in order."""
+    parts = min(g.n, numba.get_num_threads())
+    ckk = g.c * g.kh * g.kw
+    plane = g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw)
+    xps = scratch("conv.padded", (parts, plane), x.dtype)
+    colss = scratch("conv.cols", (parts, ckk * g.oh * g.ow), x.dtype)
+    partial = scratch("conv.partial", (parts, g.k * ckk), x.dtype)
+    _grad_weight_direct(x, grad_out, g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial)
+    gw = out.reshape(-1)
+    gw[:] = partial[0]
+    for i in range(1, parts):  # in part order: the same bits on every run
+        gw += partial[i]
 
 
 def _over_images(n: int, work, parts=None) -> None:
@@ -657,11 +676,6 @@ def _grad_weight(x, grad_out, g, out):
     gw = out.reshape(g.k, ckk)
     if g.n == 0:
         gw[:] = 0
-        return
-    if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
-        xp = scratch("conv.padded", (g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw),), x.dtype)
-        cols = scratch("conv.cols", (ckk, p), x.dtype)
-        _grad_weight_direct(x, grad_out, g.ph, g.pw, g.dh, g.dw, out, xp, cols)
         return
     if g.sh == g.sw == 1 and _all_finite(x):
         _grad_weight_wrapped(x, grad_out, g, gw)
