@@ -6,17 +6,21 @@ register-blocked micro-kernel needs a dozen vector accumulators that live in reg
 across a reduction loop; these intrinsics give Numba code such values (an LLVM
 ``<lanes x float>``), which LLVM's mem2reg then keeps in registers.
 
-- :func:`lanes` ``(a)``: how many elements of ``a``'s dtype one vector holds (a compile-time
-  constant: 64 bytes where the CPU has AVX-512, else 32);
-- :func:`vzero` ``(a)``: a vector of zeros of ``a``'s dtype;
-- :func:`vload` ``(a, i)`` / :func:`vstore` ``(a, i, v)``: ``a[i : i + lanes]`` of a 1-D
-  C-contiguous array, unaligned, *unchecked* (the caller keeps ``i + lanes <= a.size``);
-- :func:`vbroadcast` ``(a, i)``: ``a[i]`` in every lane (unchecked);
+The vector width is a *type*: a kernel takes ``width = token(nbytes)`` (nbytes 16, 32
+or 64), a tuple whose length, part of its Numba type, is the width in 16-byte units. So a
+kernel compiles once per width and every later call dispatches straight to the compiled
+code (an integer literal would send each call through Numba's compiler first).
+
+- :func:`lanes` ``(a, width)``: how many elements of ``a``'s dtype one vector holds;
+- :func:`vzero` ``(a, width)``: a vector of zeros of ``a``'s dtype;
+- :func:`vload` ``(a, i, width)`` / :func:`vstore` ``(a, i, v)``: ``a[i : i + lanes]`` of a
+  1-D C-contiguous array, unaligned, *unchecked* (the caller keeps ``i + lanes <= a.size``);
+- :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
   inf as in ``a * b + c``).
 
 A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
-kernels stay correct on any CPU; :data:`VECTOR_BYTES` only picks the width that fits.
+kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here.
 """
 
 from __future__ import annotations
@@ -30,12 +34,22 @@ from numba.extending import intrinsic, models, register_model
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
 
 
-class Vector(types.Type):
-    """The Numba type of a SIMD vector of ``lanes`` elements of ``dtype`` (a Numba float)."""
+WIDTHS = (16, 32, 64)  # the vector sizes in bytes that the intrinsics accept
 
-    def __init__(self, dtype):
+
+def token(nbytes: int) -> tuple:
+    """The width argument of the intrinsics for vectors of ``nbytes`` (16, 32 or 64)."""
+    if nbytes not in WIDTHS:
+        raise ValueError(f"token: nbytes must be one of {WIDTHS}, got {nbytes!r}")
+    return (0,) * (nbytes // 16)
+
+
+class Vector(types.Type):
+    """The Numba type of a SIMD vector of ``nbytes`` bytes of ``dtype`` (a Numba float)."""
+
+    def __init__(self, dtype, nbytes):
         self.dtype = dtype
-        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        self.lanes = nbytes // (dtype.bitwidth // 8)
         super().__init__(name=f"Vector({dtype} x {self.lanes})")
 
 
@@ -53,6 +67,13 @@ def _check_array(name, a):
         raise TypeError(f"{name}: needs a float array, got {a}")
 
 
+def _vector(name, a, width) -> Vector:
+    _check_array(name, a)
+    if not (isinstance(width, types.UniTuple) and 16 * width.count in WIDTHS):
+        raise TypeError(f"{name}: width must come from token(), got {width}")
+    return Vector(a.dtype, 16 * width.count)
+
+
 def _pointer(context, builder, array_type, array, index, index_type):
     data = context.make_array(array_type)(context, builder, array).data
     index = context.cast(builder, index, index_type, types.intp)
@@ -60,45 +81,42 @@ def _pointer(context, builder, array_type, array, index, index_type):
 
 
 @intrinsic
-def lanes(typingctx, a):
-    _check_array("lanes", a)
-    count = Vector(a.dtype).lanes
+def lanes(typingctx, a, width):
+    count = _vector("lanes", a, width).lanes
 
     def codegen(context, builder, sig, args):
         return context.get_constant(types.intp, count)
 
-    return types.intp(a), codegen
+    return types.intp(a, width), codegen
 
 
 @intrinsic
-def vzero(typingctx, a):
-    _check_array("vzero", a)
-    vec = Vector(a.dtype)
+def vzero(typingctx, a, width):
+    vec = _vector("vzero", a, width)
 
     def codegen(context, builder, sig, args):
         return ir.Constant(context.get_value_type(vec), None)  # zeroinitializer
 
-    return vec(a), codegen
+    return vec(a, width), codegen
 
 
 @intrinsic
-def vload(typingctx, a, i):
-    _check_array("vload", a)
-    vec = Vector(a.dtype)
+def vload(typingctx, a, i, width):
+    vec = _vector("vload", a, width)
 
     def codegen(context, builder, sig, args):
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
         vptr = builder.bitcast(ptr, context.get_value_type(vec).as_pointer())
         return builder.load(vptr, align=a.dtype.bitwidth // 8)
 
-    return vec(a, i), codegen
+    return vec(a, i, width), codegen
 
 
 @intrinsic
 def vstore(typingctx, a, i, v):
     _check_array("vstore", a)
-    if v != Vector(a.dtype):
-        raise TypeError(f"vstore: needs a {Vector(a.dtype)}, got {v}")
+    if not (isinstance(v, Vector) and v.dtype == a.dtype):
+        raise TypeError(f"vstore: needs a vector of {a.dtype}, got {v}")
 
     def codegen(context, builder, sig, args):
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
@@ -110,9 +128,8 @@ def vstore(typingctx, a, i, v):
 
 
 @intrinsic
-def vbroadcast(typingctx, a, i):
-    _check_array("vbroadcast", a)
-    vec = Vector(a.dtype)
+def vbroadcast(typingctx, a, i, width):
+    vec = _vector("vbroadcast", a, width)
 
     def codegen(context, builder, sig, args):
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
@@ -122,7 +139,7 @@ def vbroadcast(typingctx, a, i):
         mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
         return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
 
-    return vec(a, i), codegen
+    return vec(a, i, width), codegen
 
 
 @intrinsic

@@ -3,9 +3,10 @@ intrinsics (``fastcnn._simd``) against the reference.
 
 The shared case table has too few channels for the blocked paths, which need the output
 channels (forward, weight gradient) or the input channels (input gradient) in whole blocks
-of two SIMD vectors (``channel_block``: 32 float32 or 16 float64 channels with AVX-512,
-half that without). The cases here are built from that block, and each test first checks
-that the blocked kernel really ran, so none of them passes on a fallback path.
+of two SIMD vectors (``channel_block``: 32 float32 channels with 64-byte vectors, 16 with
+32-byte and 8 with 16-byte ones; half as many float64). The cases here are built from that
+block for every width this CPU has, and each test checks that the blocked kernel really
+ran, so none of them passes on a fallback path.
 Tolerances as in ``test_functional_conv.py``.
 """
 
@@ -19,8 +20,9 @@ from test_functional_conv import atol_for, check_conv
 from fastcnn import functional as F
 from fastcnn import reference as R
 from fastcnn._config import jit
+from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import conv_blocked
-from fastcnn._simd import lanes, vbroadcast, vfma, vload, vstore, vzero
+from fastcnn._simd import VECTOR_BYTES, WIDTHS, lanes, token, vbroadcast, vfma, vload, vstore, vzero
 
 
 @pytest.fixture
@@ -54,27 +56,38 @@ CASES = [
 ]
 
 
+NBYTES = [pytest.param(n, id=f"{n}-byte") for n in WIDTHS if n <= VECTOR_BYTES]
+
+
 def _shape(shape, block):
     return tuple({"B": block, "2B": 2 * block}.get(v, v) for v in shape)
 
 
+@pytest.mark.parametrize("nbytes", NBYTES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("x_shape", "w_shape", "kwargs"), CASES)
-def test_blocked_conv_ops_match_reference(x_shape, w_shape, kwargs, dtype, threads, blocked_calls):
-    block = conv_blocked.channel_block(dtype)
+def test_blocked_conv_ops_match_reference(
+    x_shape, w_shape, kwargs, dtype, nbytes, threads, blocked_calls
+):
+    block = conv_blocked.channel_block(dtype, nbytes)
+    assert conv_blocked.vector_bytes(block, dtype) == nbytes
     rng = make_rng(7)
     x = randn(rng, _shape(x_shape, block), dtype)
     weight = randn(rng, _shape(w_shape, block), dtype, scale=0.2)
     bias = randn(rng, weight.shape[0], dtype)
     grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
     check_conv(x, weight, bias, grad_out, kwargs)
+    k, c, kh, kw = weight.shape
+    many_taps = c * kh * kw > conv_kernels.DIRECT_MAX_TAPS  # else the few-taps kernels
     stride = kwargs.get("stride", 1)
     padding = np.broadcast_to(kwargs.get("padding", 0), 2)
-    reach = np.broadcast_to(kwargs.get("dilation", 1), 2) * (np.array(weight.shape[2:]) - 1)
-    # forward and weight gradient always; the input gradient as a forward where it can.
-    input_grad_blocked = stride == 1 and (padding <= reach).all()
-    assert blocked_calls["forward"] == 1 + input_grad_blocked
-    assert blocked_calls["grad_weight"] == 1
+    reach = np.broadcast_to(kwargs.get("dilation", 1), 2) * (np.array([kh, kw]) - 1)
+    # The input gradient is a blocked forward where it can be.
+    input_grad_blocked = (
+        stride == 1 and (padding <= reach).all() and k * kh * kw > conv_kernels.DIRECT_MAX_TAPS
+    )
+    assert blocked_calls["forward"] == many_taps + input_grad_blocked
+    assert blocked_calls["grad_weight"] == many_taps
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -129,31 +142,37 @@ def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):
 
 
 @jit()
-def _axpy_blocks(a, x, y, out):
+def _axpy_blocks(a, x, y, out, vec):
     """out[i] = a[0] * x[i] + y[i], a vector at a time, through every intrinsic."""
-    lane = lanes(x)
+    lane = lanes(x, vec)
     for i in range(0, x.size, lane):
-        acc = vfma(vbroadcast(a, 0), vload(x, i), vload(y, i))
-        vstore(out, i, vfma(vzero(x), vzero(x), acc))
+        acc = vfma(vbroadcast(a, 0, vec), vload(x, i, vec), vload(y, i, vec))
+        vstore(out, i, vfma(vzero(x, vec), vzero(x, vec), acc))
 
 
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_simd_intrinsics(dtype):
+def test_simd_intrinsics(dtype, nbytes):
+    """Every width works on any CPU (LLVM splits vectors wider than the hardware's)."""
     rng = make_rng(11)
-    size = 4 * conv_blocked.channel_block(dtype)
+    size = 4 * conv_blocked.channel_block(dtype, nbytes)
     x, y = randn(rng, size, dtype), randn(rng, size, dtype)
     x[3], y[5] = np.inf, np.nan
     a = np.array([-0.5], dtype)  # a power of two: a * x is exact, so fma = a*x + y
     out = np.full(size, -1, dtype)
-    _axpy_blocks(a, x, y, out)
+    _axpy_blocks(a, x, y, out, token(nbytes))
     want = a[0] * x + y
     np.testing.assert_array_equal(out, want)
 
 
 def test_simd_rejects_other_types():
     @jit()
-    def load_ints(a):
-        return vload(a, 0)
+    def load(a, vec):
+        return vload(a, 0, vec)
 
     with pytest.raises(Exception, match="float array"):
-        load_ints(np.zeros(64, np.int64))
+        load(np.zeros(64, np.int64), token(32))
+    with pytest.raises(Exception, match="width must come from token"):
+        load(np.zeros(64), 32)
+    with pytest.raises(ValueError, match="nbytes must be one of"):
+        token(8)

@@ -14,8 +14,10 @@ padding costs the same, and no work is spent on wrapped or padded columns.
 Kernels take the batch in ``parts`` (one per thread, a static split) and each part owns
 its rows of the scratch arrays: its zero-padded input planes, its block buffer, its
 partial sums. They need the output channels (forward) or the ``grad_out`` channels
-(weight gradient) in whole blocks of ``2 * lanes`` (:func:`channel_block`); the drivers
-in :mod:`fastcnn._kernels.conv` check this and take the GEMM paths otherwise. The obvious
+(weight gradient) in whole blocks of two vectors (:func:`channel_block`: 32 float32
+channels with 64-byte vectors, 16 or 8 with 32- or 16-byte ones; :func:`vector_bytes`
+picks the widest that fits); the drivers in :mod:`fastcnn._kernels.conv` check this and
+take the GEMM paths otherwise. The obvious
 twin is ``fastcnn.reference.conv``; summation runs over taps in order, then (weight
 gradient) over parts in order, so results are bitwise repeatable at a thread count.
 """
@@ -27,15 +29,28 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._simd import VECTOR_BYTES, lanes, vbroadcast, vfma, vload, vstore
+from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vfma, vload, vstore
 from fastcnn._workspace import scratch
 
 PIXELS = 6  # output pixels per block (forward) / taps per block (weight gradient)
 
 
-def channel_block(dtype) -> int:
-    """Channels per block of the micro-kernel: two SIMD vectors of ``dtype``."""
-    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+def channel_block(dtype, nbytes: int = VECTOR_BYTES) -> int:
+    """Channels per block of the micro-kernel: two SIMD vectors of ``nbytes`` of ``dtype``."""
+    return 2 * nbytes // np.dtype(dtype).itemsize
+
+
+def vector_bytes(channels: int, dtype) -> int:
+    """The widest vector (in bytes, at most :data:`VECTOR_BYTES`) whose channel blocks
+    tile ``channels`` exactly, or 0 where none does (then the GEMM paths run).
+
+    Narrower vectors cost little: two 32-byte FMAs issue per cycle where one 64-byte FMA
+    does (AMD Zen 4), and 16-byte vectors still beat the GEMM paths on so few channels.
+    """
+    for nbytes in (64, 32, 16):
+        if nbytes <= VECTOR_BYTES and channels % channel_block(dtype, nbytes) == 0:
+            return nbytes
+    return 0
 
 
 def tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> np.ndarray:
@@ -78,13 +93,13 @@ def _base(q, ow, sh, sw, wp):
 
 
 @jit(parallel=True)
-def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks):
+def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks, vec):
     """``y[b, k, oy, ox] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + oy*sh*WP + ox*sw]``.
 
     src (N, C, H, W); wt (C*KH*KW*K,): the weight as (taps, K), ``wt[r*K + k]``; bias (K,);
     toff (taps,) from :func:`tap_offsets`; y (N, K, OH, OW) with K a multiple of
-    :func:`channel_block`. Scratch: xps (parts, C*HP*WP + 2*lanes), blocks (parts,
-    PIXELS*2*lanes).
+    :func:`channel_block`; vec: the vector width, a :func:`fastcnn._simd.token`. Scratch:
+    xps (parts, C*HP*WP + 2*lanes), blocks (parts, PIXELS*2*lanes).
 
     Parallel over parts of the batch: each pads its images into its own planes and writes
     only its images of y.
@@ -92,7 +107,7 @@ def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks):
     n, c, h, w = src.shape
     k, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     wp = w + 2 * pw
-    lane = lanes(wt)
+    lane = lanes(wt, vec)
     width = 2 * lane
     taps, p = toff.size, oh * ow
     last = p - 1
@@ -111,25 +126,25 @@ def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks):
                 b4 = _base(min(p0 + 4, last), ow, sh, sw, wp)
                 b5 = _base(min(p0 + 5, last), ow, sh, sw, wp)
                 for k0 in range(0, k, width):
-                    a00 = vload(bias, k0)
-                    a01 = vload(bias, k0 + lane)
+                    a00 = vload(bias, k0, vec)
+                    a01 = vload(bias, k0 + lane, vec)
                     a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
                     a40, a41, a50, a51 = a00, a01, a00, a01
                     for r in range(taps):
                         off = toff[r]
-                        w0 = vload(wt, r * k + k0)
-                        w1 = vload(wt, r * k + k0 + lane)
-                        v = vbroadcast(xp, b0 + off)
+                        w0 = vload(wt, r * k + k0, vec)
+                        w1 = vload(wt, r * k + k0 + lane, vec)
+                        v = vbroadcast(xp, b0 + off, vec)
                         a00, a01 = vfma(w0, v, a00), vfma(w1, v, a01)
-                        v = vbroadcast(xp, b1 + off)
+                        v = vbroadcast(xp, b1 + off, vec)
                         a10, a11 = vfma(w0, v, a10), vfma(w1, v, a11)
-                        v = vbroadcast(xp, b2 + off)
+                        v = vbroadcast(xp, b2 + off, vec)
                         a20, a21 = vfma(w0, v, a20), vfma(w1, v, a21)
-                        v = vbroadcast(xp, b3 + off)
+                        v = vbroadcast(xp, b3 + off, vec)
                         a30, a31 = vfma(w0, v, a30), vfma(w1, v, a31)
-                        v = vbroadcast(xp, b4 + off)
+                        v = vbroadcast(xp, b4 + off, vec)
                         a40, a41 = vfma(w0, v, a40), vfma(w1, v, a41)
-                        v = vbroadcast(xp, b5 + off)
+                        v = vbroadcast(xp, b5 + off, vec)
                         a50, a51 = vfma(w0, v, a50), vfma(w1, v, a51)
                     # Pixel-major in the block, channel-major in y: transpose via blk.
                     vstore(blk, 0, a00)
@@ -152,14 +167,15 @@ def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks):
 
 
 @jit(parallel=True)
-def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial):
+def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial, vec):
     """``partial[part, r, k] = sum over the part's images b and pixels q of
     grad_out[b, k, q] * padded(x[b])[toff[r] + base(q)]``: the weight gradient (taps, K)
     of each part; the caller adds the parts in order.
 
     x (N, C, H, W); grad_out (N, K, OH, OW) with K a multiple of :func:`channel_block`;
-    toff (taps,); scratch xps (parts, C*HP*WP + 2*lanes), gos (parts, OH*OW*K: one image
-    of grad_out transposed to pixel-major); partial (parts, taps*K).
+    toff (taps,); vec: the vector width, a :func:`fastcnn._simd.token`; scratch xps
+    (parts, C*HP*WP + 2*lanes), gos (parts, OH*OW*K: one image of grad_out transposed to
+    pixel-major); partial (parts, taps*K).
 
     Parallel over parts of the batch: each owns its planes, its transposed grad_out and
     its partial sum.
@@ -168,7 +184,7 @@ def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial):
     k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
     wp = w + 2 * pw
     taps, p = toff.size, oh * ow
-    lane = lanes(partial[0])
+    lane = lanes(partial[0], vec)
     width = 2 * lane
     last = taps - 1
     # Output rows per chunk: its grad_out (rows*OW*K) stays in L1 while every tap block
@@ -191,29 +207,47 @@ def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial):
                     t0, t1, t2 = toff[r0], toff[r1], toff[r2]
                     t3, t4, t5 = toff[r3], toff[r4], toff[r5]
                     for k0 in range(0, k, width):
-                        a00, a01 = vload(acc, r0 * k + k0), vload(acc, r0 * k + k0 + lane)
-                        a10, a11 = vload(acc, r1 * k + k0), vload(acc, r1 * k + k0 + lane)
-                        a20, a21 = vload(acc, r2 * k + k0), vload(acc, r2 * k + k0 + lane)
-                        a30, a31 = vload(acc, r3 * k + k0), vload(acc, r3 * k + k0 + lane)
-                        a40, a41 = vload(acc, r4 * k + k0), vload(acc, r4 * k + k0 + lane)
-                        a50, a51 = vload(acc, r5 * k + k0), vload(acc, r5 * k + k0 + lane)
+                        a00, a01 = (
+                            vload(acc, r0 * k + k0, vec),
+                            vload(acc, r0 * k + k0 + lane, vec),
+                        )
+                        a10, a11 = (
+                            vload(acc, r1 * k + k0, vec),
+                            vload(acc, r1 * k + k0 + lane, vec),
+                        )
+                        a20, a21 = (
+                            vload(acc, r2 * k + k0, vec),
+                            vload(acc, r2 * k + k0 + lane, vec),
+                        )
+                        a30, a31 = (
+                            vload(acc, r3 * k + k0, vec),
+                            vload(acc, r3 * k + k0 + lane, vec),
+                        )
+                        a40, a41 = (
+                            vload(acc, r4 * k + k0, vec),
+                            vload(acc, r4 * k + k0 + lane, vec),
+                        )
+                        a50, a51 = (
+                            vload(acc, r5 * k + k0, vec),
+                            vload(acc, r5 * k + k0 + lane, vec),
+                        )
                         for oy in range(y0, y1):
                             row = oy * sh * wp
                             for ox in range(ow):
                                 q = (oy * ow + ox) * k + k0
-                                g0, g1 = vload(go, q), vload(go, q + lane)
+                                g0, g1 = vload(go, q, vec), vload(go, q + lane, vec)
                                 base = row + ox * sw
-                                v = vbroadcast(xp, base + t0)
+                                v = vbroadcast(xp, base + t0, vec)
                                 a00, a01 = vfma(g0, v, a00), vfma(g1, v, a01)
-                                v = vbroadcast(xp, base + t1)
+                                v = vbroadcast(xp, base + t1, vec)
                                 a10, a11 = vfma(g0, v, a10), vfma(g1, v, a11)
-                                v = vbroadcast(xp, base + t2)
+                                v = vbroadcast(xp, base + t2, vec)
                                 a20, a21 = vfma(g0, v, a20), vfma(g1, v, a21)
-                                v = vbroadcast(xp, base + t3)
+                                v = vbroadcast(xp, base + t3, vec)
                                 a30, a31 = vfma(g0, v, a30), vfma(g1, v, a31)
-                                v = vbroadcast(xp, base + t4)
+                                v = vbroadcast(xp, base + t4, vec)
                                 a40, a41 = vfma(g0, v, a40), vfma(g1, v, a41)
-                                v = vbroadcast(xp, base + t5)
+                                v = vbroadcast(xp, base + t5, vec)
                                 a50, a51 = vfma(g0, v, a50), vfma(g1, v, a51)
                         vstore(acc, r0 * k + k0, a00)
                         vstore(acc, r0 * k + k0 + lane, a01)
@@ -234,8 +268,8 @@ def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial):
 
 def fits(channels: int, dtype) -> bool:
     """Whether a micro-kernel over ``channels`` (output channels of the forward, grad_out
-    channels of the weight gradient) runs in whole blocks."""
-    return channels % channel_block(dtype) == 0
+    channels of the weight gradient) runs in whole blocks of some vector width."""
+    return vector_bytes(channels, dtype) > 0
 
 
 def _scratch_planes(name: str, parts: int, c: int, hp: int, wp: int, dtype) -> np.ndarray:
@@ -270,9 +304,10 @@ def _run_forward(src, wt, bias, toff, ph, pw, sh, sw, out, c, hp, wp):
     parts = min(src.shape[0], numba.get_num_threads())
     if parts == 0:
         return
+    nbytes = vector_bytes(out.shape[1], src.dtype)
     xps = _scratch_planes("blocked.planes", parts, c, hp, wp, src.dtype)
     blocks = scratch("blocked.block", (parts, PIXELS * channel_block(src.dtype)), src.dtype)
-    _forward(src, wt, bias, toff, ph, pw, sh, sw, out, parts, xps, blocks)
+    _forward(src, wt, bias, toff, ph, pw, sh, sw, out, parts, xps, blocks, token(nbytes))
 
 
 def grad_weight(x, grad_out, g, out):
@@ -288,7 +323,9 @@ def grad_weight(x, grad_out, g, out):
     xps = _scratch_planes("blocked.planes", parts, g.c, hp, wp, x.dtype)
     gos = scratch("blocked.grad_out", (parts, g.oh * g.ow * g.k + 16), x.dtype)
     partial = scratch("blocked.partial", (parts, taps * g.k), x.dtype)
-    _grad_weight(x, grad_out, toff, g.ph, g.pw, g.sh, g.sw, parts, xps, gos, partial)
+    nbytes = vector_bytes(g.k, x.dtype)
+    vec = token(nbytes)
+    _grad_weight(x, grad_out, toff, g.ph, g.pw, g.sh, g.sw, parts, xps, gos, partial, vec)
     total = partial[0]
     for i in range(1, parts):  # in part order: the same bits on every run
         total += partial[i]
