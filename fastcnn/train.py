@@ -40,8 +40,8 @@ def lenet(
 ) -> nn.Sequential:
     """Build a LeNet-style net sized to ``image_shape`` ``(C, H, W)``.
 
-    Two blocks of 3x3 convolution (padding 1), ReLU and 2x2 max-pool, then a hidden
-    fully connected layer: ``conv32-relu-pool-conv64-relu-pool-fc128-relu-fc10`` for
+    Two blocks of 3x3 convolution (padding 1), 2x2 max-pool and ReLU, then a hidden
+    fully connected layer: ``conv32-pool-relu-conv64-pool-relu-fc128-relu-fc10`` for
     images of 16 pixels or more (MNIST: 28x28 -> 64x7x7 -> 128 -> 10), half as wide for
     smaller ones (8x8 digits: ``conv16-...-conv32-...-fc64``). ``batchnorm`` inserts a
     ``BatchNorm2d`` after each convolution (which then has no bias). Weights are drawn
@@ -58,7 +58,9 @@ def lenet(
         layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batchnorm, rng=rng))
         if batchnorm:
             layers.append(nn.BatchNorm2d(c_out))
-        layers += [nn.ReLU(), nn.MaxPool2d(2)]
+        # Pool, then ReLU: the same values and gradients as ReLU then pool (ReLU is
+        # monotonic, so it commutes with max), with the ReLU on a quarter of the values.
+        layers += [nn.MaxPool2d(2), nn.ReLU()]
     flat = c2 * (height // 4) * (width // 4)
     layers += [
         nn.Flatten(),

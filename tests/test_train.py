@@ -25,7 +25,7 @@ def conv_params(c_in, c_out, bias=True):
 @pytest.mark.parametrize(
     ("shape", "batchnorm", "n_params", "n_layers"),
     [
-        # conv32-relu-pool-conv64-relu-pool-fc128-relu-fc10 on 28x28 (64 x 7 x 7 features)
+        # conv32-pool-relu-conv64-pool-relu-fc128-relu-fc10 on 28x28 (64 x 7 x 7 features)
         param(
             (1, 28, 28),
             False,
@@ -68,6 +68,32 @@ def test_lenet_architecture(shape, batchnorm, n_params, n_layers):
     twin = train.lenet(shape, 10, batchnorm=batchnorm, rng=0)
     for a, b in zip(net.parameters(), twin.parameters(), strict=True):
         np.testing.assert_array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_lenet_pool_then_relu_equals_relu_then_pool(batchnorm):
+    """lenet pools before its ReLUs: outputs and every gradient are bitwise those of the
+    usual ReLU-then-pool order, NaN and ties included."""
+    net = train.lenet((1, 16, 16), batchnorm=batchnorm, rng=1)
+    layers = list(net)
+    swapped = list(layers)
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            swapped[i], swapped[i + 1] = layers[i + 1], layer
+    assert swapped != layers
+    usual = nn.Sequential(*swapped)  # the same layer objects: the same parameters
+    x = np.random.default_rng(2).standard_normal((3, 1, 16, 16)).astype(np.float32)
+    x[0, 0, :4, :4] = 0  # ties
+    x[1, 0, 5, 5] = np.nan
+    grad = np.random.default_rng(3).standard_normal((3, 10)).astype(np.float32)
+    results = []
+    for model in (net, usual):
+        model.zero_grad()
+        y = model.forward(x)
+        gx = model.backward(grad)
+        results.append([y, gx] + [p.grad.copy() for p in model.parameters()])
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_lenet_rejects_tiny_images():
