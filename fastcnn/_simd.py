@@ -17,7 +17,9 @@ code (an integer literal would send each call through Numba's compiler first).
   1-D C-contiguous array, unaligned, *unchecked* (the caller keeps ``i + lanes <= a.size``);
 - :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
-  inf as in ``a * b + c``).
+  inf as in ``a * b + c``);
+- :func:`vsum` ``(v)``: the sum of the lanes, as a pairwise tree (halves added lane by lane
+  until one is left: the same order on every call).
 
 A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
 kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here.
@@ -155,3 +157,22 @@ def vfma(typingctx, a, b, c):
         return builder.call(fma, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    if not isinstance(v, Vector):
+        raise TypeError(f"vsum: needs a vector, got {v}")
+
+    def codegen(context, builder, sig, args):
+        acc, count = args[0], v.lanes
+        while count > 1:
+            count //= 2
+            low = ir.Constant(ir.VectorType(ir.IntType(32), count), list(range(count)))
+            high = ir.Constant(ir.VectorType(ir.IntType(32), count), list(range(count, 2 * count)))
+            acc = builder.fadd(
+                builder.shuffle_vector(acc, acc, low), builder.shuffle_vector(acc, acc, high)
+            )
+        return builder.extract_element(acc, cgutils.int32_t(0))
+
+    return v.dtype(v), codegen

@@ -10,18 +10,18 @@ every function here is ``fastcnn.reference.conv``.
 Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_weight``,
 ``grad_bias``):
 
-- channels in whole blocks of two SIMD vectors (e.g. 32, 64 float32 channels) and more than
-  ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
+- channels in whole blocks of two SIMD vectors (e.g. 8, 16, 32, 64 float32 channels) and
+  more than ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
   :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward and weight
   gradient at any stride; the stride-1 input gradient with a finite weight as a forward
-  convolution of the padded ``grad_out``). The paths below cover every other geometry.
-- stride 1 (the common case), "wrapped" columns: each padded image plane is copied once,
-  and every column row is then one contiguous run of it (see :func:`_im2col_wrap`); the
-  ``WP - OW`` extra columns per output row are computed and dropped (forward) or met by
-  zeros (gradients). Few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input) skip
-  the GEMM in the forward and the weight gradient (:func:`_direct`,
-  :func:`_grad_weight_direct`): a per-image column matrix that small is cheap, and long
-  contiguous multiply-adds against it vectorise.
+  convolution of the padded ``grad_out``);
+- few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input) at stride 1: the forward
+  and the weight gradient of :mod:`fastcnn._kernels.conv_few_taps`, SIMD along the
+  output pixels of a per-image column matrix;
+- the GEMM paths below cover every other geometry. Stride 1, "wrapped" columns: each
+  padded image plane is copied once, and every column row is then one contiguous run of
+  it (see :func:`_im2col_wrap`); the ``WP - OW`` extra columns per output row are computed
+  and dropped (forward) or met by zeros (gradients).
 - other strides: classic im2col/col2im tiles (:func:`_im2col`, :func:`_col2im`);
 - 1x1 kernels with stride 1 and no padding: the input is its own column matrix.
 
@@ -49,7 +49,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._kernels import conv_blocked
+from fastcnn._kernels import conv_blocked, conv_few_taps
 from fastcnn._threads import run_slices, slices, sum_over_slices
 from fastcnn._workspace import scratch
 
@@ -57,8 +57,8 @@ from fastcnn._workspace import scratch
 # near the caches and keep peak memory independent of the batch size.
 CHUNK_BYTES = 2 << 20
 
-# Up to this many taps (C*KH*KW) per output pixel, the stride-1 forward multiplies directly
-# instead of building columns for a GEMM (which runs poorly with such a short inner size).
+# Up to this many taps (C*KH*KW) per output pixel, stride-1 convolutions run with SIMD along
+# the output pixels (conv_few_taps): the blocked kernels' tap loop would be too short.
 DIRECT_MAX_TAPS = 16
 
 
@@ -256,64 +256,6 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
             dst[y] = plane[(ph + y) * wp + pw : (ph + y) * wp + pw + w]
 
 
-@jit(parallel=True)
-def _grad_weight_direct(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial):
-    """Stride-1 weight gradient for few taps (small C*KH*KW): ``partial[part]`` (K*taps,)
-    = the gradient (K, C, KH, KW) over the images of one part of the batch; the caller
-    adds the parts in order.
-
-    x (N, C, H, W), grad_out (N, K, OH, OW); scratch xps (parts, C*HP*WP) and colss
-    (parts, C*KH*KW*OH*OW). Per image: its zero-padded planes go to xps[part], its column
-    matrix (as :func:`_im2col`) to colss[part], and ``gw[k, tap]`` gains the dot product of
-    ``grad_out[b, k]`` with row ``tap`` of the columns. grad_out is read in place, and with
-    few taps the column matrix is smaller than it; the dots are long, contiguous and take
-    three taps per pass over ``grad_out[b, k]``.
-
-    Parallel over parts of the batch: each owns its scratch rows and its partial sum.
-    """
-    n, c, h, w = x.shape
-    k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
-    wp = w + 2 * pw
-    size = (h + 2 * ph) * wp
-    taps, p = c * kh * kw, oh * ow
-    for part in prange(parts):
-        xp = xps[part]
-        cols = colss[part].reshape(taps, p)
-        gw = partial[part].reshape(k, taps)
-        gw[:] = 0
-        xp[:] = 0  # the padding stays zero; the interiors are overwritten per image
-        for b in range(part * n // parts, (part + 1) * n // parts):
-            conv_blocked._pad_into(x[b], ph, pw, xp)
-            # The same column loop as _direct's. One shared jitted helper for both measured
-            # 11-36% slower on mnist-conv1 (same process, alternating, identical bits).
-            for t in range(taps):
-                ci, i, j = t // (kh * kw), t // kw % kh, t % kw
-                for oy in range(oh):
-                    start = ci * size + (oy + i * dh) * wp + j * dw
-                    cols[t, oy * ow : (oy + 1) * ow] = xp[start : start + ow]
-            go = grad_out[b].reshape(k, p)
-            for ki in range(k):
-                g = go[ki]
-                t = 0
-                while t + 3 <= taps:
-                    s0, s1, s2 = cols[t], cols[t + 1], cols[t + 2]
-                    a0 = a1 = a2 = partial.dtype.type(0)
-                    for q in range(p):
-                        a0 += g[q] * s0[q]
-                        a1 += g[q] * s1[q]
-                        a2 += g[q] * s2[q]
-                    gw[ki, t] += a0
-                    gw[ki, t + 1] += a1
-                    gw[ki, t + 2] += a2
-                    t += 3
-                while t < taps:
-                    acc = partial.dtype.type(0)
-                    for q in range(p):
-                        acc += g[q] * cols[t, q]
-                    gw[ki, t] += acc
-                    t += 1
-
-
 @jit()
 def _all_finite(a):
     """True when no element of the C-contiguous array ``a`` is NaN or infinite.
@@ -327,49 +269,6 @@ def _all_finite(a):
     for i in range(flat.size):
         finite += abs(flat[i]) < inf
     return finite == flat.size
-
-
-@jit(parallel=True)
-def _direct(xp, c, hp, wp, weight, bias, dh, dw, y, n0):
-    """Direct stride-1 convolution of nb padded images, for few taps (small C*KH*KW).
-
-    xp: padded planes from :func:`_pad_planes`; weight (K, C, KH, KW); bias (K,);
-    y: (N, K, OH, OW), images ``n0 ..`` written. Per image, its column matrix (taps x
-    OH*OW, as :func:`_im2col`) is built once, then each output plane is computed in place
-    as the bias plus passes of three taps each: long contiguous multiply-adds, which
-    vectorise, with the plane loaded and stored a third as often as one tap per pass.
-
-    Parallel over images: each owns its column matrix and its output planes.
-    """
-    k, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
-    oh, ow = y.shape[2], y.shape[3]
-    nb = (xp.shape[0] - (kw - 1) * dw) // (c * hp * wp)
-    size = hp * wp
-    taps, p = c * kh * kw, oh * ow
-    w2d = weight.reshape(k, taps)
-    for b in prange(nb):
-        cols = np.empty((taps, p), y.dtype)
-        for t in range(taps):
-            ci, i, j = t // (kh * kw), t // kw % kh, t % kw
-            for oy in range(oh):
-                start = (b * c + ci) * size + (oy + i * dh) * wp + j * dw
-                cols[t, oy * ow : (oy + 1) * ow] = xp[start : start + ow]
-        planes = y[n0 + b].reshape(k, p)
-        for ki in range(k):
-            dst = planes[ki]
-            dst[:] = bias[ki]
-            t = 0
-            while t + 3 <= taps:
-                w0, w1, w2 = w2d[ki, t], w2d[ki, t + 1], w2d[ki, t + 2]
-                s0, s1, s2 = cols[t], cols[t + 1], cols[t + 2]
-                for q in range(p):
-                    dst[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
-                t += 3
-            while t < taps:
-                wv, src = w2d[ki, t], cols[t]
-                for q in range(p):
-                    dst[q] += wv * src[q]
-                t += 1
 
 
 @jit(parallel=True)
@@ -481,10 +380,11 @@ def _is_pointwise(g) -> bool:
 def forward(x, weight, bias, g, out):
     """Convolution: ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias``.
 
-    ``bias`` is (K,) or None. Few taps at stride 1: :func:`_direct`, all Numba.
-    Otherwise GEMMs, on slices of the batch (:func:`_over_images`): stride 1 takes the
-    wrapped path of :func:`_forward_wrapped`; other strides, per tile, im2col, then one
-    (batched) GEMM that writes the tile's pixels of the NCHW output in place.
+    ``bias`` is (K,) or None. The blocked or few-taps kernels where they fit (see the
+    module docstring); otherwise GEMMs, on slices of the batch (:func:`_over_images`):
+    stride 1 takes the wrapped path of :func:`_forward_wrapped`; other strides, per tile,
+    im2col, then one (batched) GEMM that writes the tile's pixels of the NCHW output in
+    place.
     """
     if g.n == 0:
         return
@@ -493,7 +393,7 @@ def forward(x, weight, bias, g, out):
         conv_blocked.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
         return
     if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
-        _forward_wrapped(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
+        conv_few_taps.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
         return
 
     def work(n0, n1):
@@ -540,22 +440,17 @@ def _forward_wrapped(x, weight, bias, g, out):
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     ckk = g.c * g.kh * g.kw
     w2d = weight.reshape(g.k, ckk)
-    direct = ckk <= DIRECT_MAX_TAPS
     tail = (g.kw - 1) * g.dw  # the last row of the last plane reads this far past its end
     row_bytes = ckk * wp * x.itemsize
     nb = max(1, min(g.n, CHUNK_BYTES // (row_bytes * g.oh)))
     rows = g.oh if nb > 1 else max(1, min(g.oh, CHUNK_BYTES // row_bytes))
     xp = scratch("conv.padded", (nb * g.c * hp * wp + tail,), x.dtype)
-    if not direct:
-        cols_buf = scratch("conv.cols", (nb * ckk * rows * wp,), x.dtype)
-        tmp_buf = scratch("conv.wrapped_out", (nb * g.k * rows * wp,), x.dtype)
+    cols_buf = scratch("conv.cols", (nb * ckk * rows * wp,), x.dtype)
+    tmp_buf = scratch("conv.wrapped_out", (nb * g.k * rows * wp,), x.dtype)
     for n0 in range(0, g.n, nb):
         m = min(nb, g.n - n0)
         xp_m = xp[: m * g.c * hp * wp + tail]
         _pad_planes(x, n0, m, g.ph, g.pw, xp_m)
-        if direct:
-            _direct(xp_m, g.c, hp, wp, weight, bias, g.dh, g.dw, out, n0)
-            continue
         for oy0 in range(0, g.oh, rows):
             length = (min(g.oh, oy0 + rows) - oy0) * wp
             tmp = tmp_buf[: g.k * m * length].reshape(g.k, m * length)
@@ -601,7 +496,7 @@ def grad_weight(x, grad_out, g, out):
         conv_blocked.grad_weight(x, grad_out, g, out)
         return
     if g.n and g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
-        _few_taps_grad_weight(x, grad_out, g, out)
+        conv_few_taps.grad_weight(x, grad_out, g, out)
         return
 
     def work(n0, n1, dst):
@@ -609,21 +504,6 @@ def grad_weight(x, grad_out, g, out):
 
     parts = slices(g.n)
     sum_over_slices(parts, work, out, lambda each: _over_images(g.n, each, parts))
-
-
-def _few_taps_grad_weight(x, grad_out, g, out):
-    """:func:`_grad_weight_direct` on one part of the batch per thread, parts added in order."""
-    parts = min(g.n, numba.get_num_threads())
-    ckk = g.c * g.kh * g.kw
-    plane = g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw)
-    xps = scratch("conv.padded", (parts, plane), x.dtype)
-    colss = scratch("conv.cols", (parts, ckk * g.oh * g.ow), x.dtype)
-    partial = scratch("conv.partial", (parts, g.k * ckk), x.dtype)
-    _grad_weight_direct(x, grad_out, g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial)
-    gw = out.reshape(-1)
-    gw[:] = partial[0]
-    for i in range(1, parts):  # in part order: the same bits on every run
-        gw += partial[i]
 
 
 def _over_images(n: int, work, parts=None) -> None:

@@ -1,4 +1,4 @@
-"""The register-blocked convolution (``fastcnn._kernels.conv_blocked``) and its SIMD
+"""The SIMD convolutions (``fastcnn._kernels.conv_blocked``, ``conv_few_taps``) and their
 intrinsics (``fastcnn._simd``) against the reference.
 
 The shared case table has too few channels for the blocked paths, which need the output
@@ -21,23 +21,44 @@ from fastcnn import functional as F
 from fastcnn import reference as R
 from fastcnn._config import jit
 from fastcnn._kernels import conv as conv_kernels
-from fastcnn._kernels import conv_blocked
-from fastcnn._simd import VECTOR_BYTES, WIDTHS, lanes, token, vbroadcast, vfma, vload, vstore, vzero
+from fastcnn._kernels import conv_blocked, conv_few_taps
+from fastcnn._simd import (
+    VECTOR_BYTES,
+    WIDTHS,
+    lanes,
+    token,
+    vbroadcast,
+    vfma,
+    vload,
+    vstore,
+    vsum,
+    vzero,
+)
 
 
-@pytest.fixture
-def blocked_calls(monkeypatch):
-    """Counts the calls of the two blocked kernels."""
+def _count_calls(monkeypatch, module):
     calls = {"forward": 0, "grad_weight": 0}
     for name in calls:
-        kernel = getattr(conv_blocked, f"_{name}")
+        kernel = getattr(module, f"_{name}")
 
         def counted(*args, _kernel=kernel, _name=name):
             calls[_name] += 1
             return _kernel(*args)
 
-        monkeypatch.setattr(conv_blocked, f"_{name}", counted)
+        monkeypatch.setattr(module, f"_{name}", counted)
     return calls
+
+
+@pytest.fixture
+def blocked_calls(monkeypatch):
+    """Counts the calls of the two blocked kernels."""
+    return _count_calls(monkeypatch, conv_blocked)
+
+
+@pytest.fixture
+def few_taps_calls(monkeypatch):
+    """Counts the calls of the two few-taps kernels."""
+    return _count_calls(monkeypatch, conv_few_taps)
 
 
 # (x shape, weight shape, kwargs) with C = K = "B" (one channel block) or "2B".
@@ -138,6 +159,36 @@ def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):
     assert_close(got, want, dtype, atol=atol_for(dtype, 75))
 
 
+# --- few taps --------------------------------------------------------------------------
+
+
+@SPECIAL_VALUES
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kwargs"),
+    [
+        pytest.param((3, 1, 28, 28), (32, 1, 3, 3), {}, id="mnist-conv1"),
+        pytest.param((2, 1, 7, 9), (5, 1, 3, 3), {"padding": 1}, id="channels-not-by-4"),
+        pytest.param((1, 2, 5, 6), (6, 2, 2, 2), {"dilation": 2, "padding": 1}, id="dilation"),
+        pytest.param((2, 1, 4, 4), (3, 1, 4, 4), {}, id="one-pixel"),
+        pytest.param((2, 1, 40, 37), (4, 1, 3, 3), {"padding": (2, 0)}, id="long-pixel-tail"),
+    ],
+)
+def test_few_taps_conv_matches_reference(x_shape, w_shape, kwargs, dtype, threads, few_taps_calls):
+    rng = make_rng(12)
+    x = randn(rng, x_shape, dtype)
+    weight = randn(rng, w_shape, dtype)
+    bias = randn(rng, w_shape[0], dtype)
+    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
+    check_conv(x, weight, bias, grad_out, kwargs)
+    assert few_taps_calls == {"forward": 1, "grad_weight": 1}
+    # NaN and inf in the input and in grad_out, an infinite weight meeting the padding.
+    x[0, 0, 1, 2], x[-1, 0, -1, -1] = np.nan, -np.inf
+    grad_out[0, -1, 0, 0] = np.inf
+    weight[0, 0, 0, 0] = np.inf
+    check_conv(x, weight, bias, grad_out, kwargs)
+
+
 # --- the intrinsics --------------------------------------------------------------------
 
 
@@ -163,6 +214,28 @@ def test_simd_intrinsics(dtype, nbytes):
     _axpy_blocks(a, x, y, out, token(nbytes))
     want = a[0] * x + y
     np.testing.assert_array_equal(out, want)
+
+
+@jit()
+def _sums(a, vec):
+    lane = lanes(a, vec)
+    out = np.empty(a.size // lane, a.dtype)
+    for i in range(out.size):
+        out[i] = vsum(vload(a, i * lane, vec))
+    return out
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vsum_adds_the_lanes_pairwise(dtype, nbytes):
+    lane = nbytes // np.dtype(dtype).itemsize
+    a = randn(make_rng(13), 3 * lane, dtype)
+    a[lane + 1] = np.inf
+    want = a.reshape(3, lane).copy()
+    while want.shape[1] > 1:  # the same tree: halves added lane by lane
+        half = want.shape[1] // 2
+        want = want[:, :half] + want[:, half:]
+    np.testing.assert_array_equal(_sums(a, token(nbytes)), want[:, 0])
 
 
 def test_simd_rejects_other_types():

@@ -1,0 +1,216 @@
+"""Stride-1 convolutions with few taps (C*KH*KW small, e.g. a one-channel input image).
+
+With a handful of taps per output pixel the column matrix of an image (taps x OH*OW) is
+smaller than its output, so each image's is built once (from zero-padded planes) and
+the work runs with SIMD vectors along the output pixels (:mod:`fastcnn._simd`):
+
+- :func:`_forward`: a block of 4 output channels x 3 vectors of pixels (12 accumulators)
+  runs over the taps: per tap, 3 vector loads of columns, 4 broadcast weights, 12 fused
+  multiply-adds, and the block is stored straight into the output planes;
+- :func:`_grad_weight`: a block of 4 channels x 3 taps (12 accumulators) runs over the
+  pixels: per vector of pixels, 4 loads of ``grad_out``, 3 of columns, 12 multiply-adds;
+  then each accumulator's lanes are summed.
+
+Both take the batch in ``parts`` (one per thread, a static split); each part owns its rows
+of the scratch arrays. The obvious twin is ``fastcnn.reference.conv``.
+"""
+
+from __future__ import annotations
+
+import numba
+from numba import prange
+
+from fastcnn._config import jit
+from fastcnn._kernels.conv_blocked import _pad_into
+from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vfma, vload, vstore, vsum, vzero
+from fastcnn._workspace import scratch
+
+PIXEL_VECTORS = 3  # vectors of output pixels per block of the forward
+CHANNELS = 4  # output channels per block (forward and weight gradient)
+TAPS = 3  # taps per block of the weight gradient
+
+
+@jit()
+def _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, stride, cols):
+    """Row ``t = (ci*KH + i)*KW + j`` of the column matrix, ``cols[t*stride : t*stride + OH*OW]``,
+    holds the pixels of padded planes xp (C, HP, WP, flat) that tap t meets (stride 1)."""
+    for t in range(c * kh * kw):
+        ci, i, j = t // (kh * kw), t // kw % kh, t % kw
+        for oy in range(oh):
+            start = (ci * hp + oy + i * dh) * wp + j * dw
+            dst = t * stride + oy * ow
+            cols[dst : dst + ow] = xp[start : start + ow]
+
+
+@jit(parallel=True)
+def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
+    """``y[b, k] = bias[k] + sum_t weight[k, t] * columns_b[t]`` for every image b.
+
+    x (N, C, H, W); weight (K, C, KH, KW); bias (K,); y (N, K, OH, OW). vec: the vector
+    width (:func:`fastcnn._simd.token`). Scratch: xps (parts, C*HP*WP), colss (parts,
+    taps * padded) with ``padded`` = OH*OW rounded up to whole blocks of pixels (the
+    rounding columns stay zero), tails (parts, CHANNELS * block).
+
+    Parallel over parts of the batch: each owns its scratch rows and its images of y.
+    """
+    n, c, h, w = x.shape
+    k, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    taps, p = c * kh * kw, oh * ow
+    lane = lanes(xps[0], vec)
+    block = PIXEL_VECTORS * lane
+    padded = colss.shape[1] // taps
+    w2d = weight.reshape(k, taps)
+    yf = y.reshape(-1)
+    for part in prange(parts):
+        xp, cols, tail = xps[part], colss[part], tails[part]
+        xp[:] = 0
+        cols[:] = 0
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            _pad_into(x[b], ph, pw, xp)
+            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, padded, cols)
+            for k0 in range(0, k, CHANNELS):
+                # A short last block repeats its last channel, storing the same values.
+                k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
+                for q0 in range(0, p, block):
+                    a00 = a01 = a02 = vbroadcast(bias, k0, vec)
+                    a10 = a11 = a12 = vbroadcast(bias, k1, vec)
+                    a20 = a21 = a22 = vbroadcast(bias, k2, vec)
+                    a30 = a31 = a32 = vbroadcast(bias, k3, vec)
+                    for t in range(taps):
+                        col = t * padded + q0
+                        s0 = vload(cols, col, vec)
+                        s1 = vload(cols, col + lane, vec)
+                        s2 = vload(cols, col + 2 * lane, vec)
+                        v = vbroadcast(w2d[k0], t, vec)
+                        a00, a01, a02 = vfma(v, s0, a00), vfma(v, s1, a01), vfma(v, s2, a02)
+                        v = vbroadcast(w2d[k1], t, vec)
+                        a10, a11, a12 = vfma(v, s0, a10), vfma(v, s1, a11), vfma(v, s2, a12)
+                        v = vbroadcast(w2d[k2], t, vec)
+                        a20, a21, a22 = vfma(v, s0, a20), vfma(v, s1, a21), vfma(v, s2, a22)
+                        v = vbroadcast(w2d[k3], t, vec)
+                        a30, a31, a32 = vfma(v, s0, a30), vfma(v, s1, a31), vfma(v, s2, a32)
+                    full = q0 + block <= p
+                    # A whole block goes straight to y; the last, short one through tail.
+                    dst = yf if full else tail
+                    o0 = (b * k + k0) * p + q0 if full else 0
+                    o1 = (b * k + k1) * p + q0 if full else block
+                    o2 = (b * k + k2) * p + q0 if full else 2 * block
+                    o3 = (b * k + k3) * p + q0 if full else 3 * block
+                    vstore(dst, o0, a00)
+                    vstore(dst, o0 + lane, a01)
+                    vstore(dst, o0 + 2 * lane, a02)
+                    vstore(dst, o1, a10)
+                    vstore(dst, o1 + lane, a11)
+                    vstore(dst, o1 + 2 * lane, a12)
+                    vstore(dst, o2, a20)
+                    vstore(dst, o2 + lane, a21)
+                    vstore(dst, o2 + 2 * lane, a22)
+                    vstore(dst, o3, a30)
+                    vstore(dst, o3 + lane, a31)
+                    vstore(dst, o3 + 2 * lane, a32)
+                    if not full:
+                        count = p - q0
+                        for i, ki in enumerate((k0, k1, k2, k3)):
+                            start = (b * k + ki) * p + q0
+                            yf[start : start + count] = tail[i * block : i * block + count]
+
+
+@jit(parallel=True)
+def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial, vec):
+    """``partial[part, k*taps + t] = sum over the part's images b of
+    grad_out[b, k] . columns_b[t]``: the weight gradient (K, C, KH, KW) of each part; the
+    caller adds the parts in order.
+
+    x (N, C, H, W); grad_out (N, K, OH, OW); vec: the vector width
+    (:func:`fastcnn._simd.token`). Scratch: xps (parts, C*HP*WP), colss (parts,
+    taps*OH*OW), partial (parts, K*taps).
+
+    Parallel over parts of the batch: each owns its scratch rows and its partial sum.
+    """
+    n, c, h, w = x.shape
+    k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    taps, p = c * kh * kw, oh * ow
+    lane = lanes(xps[0], vec)
+    whole = p - p % lane  # pixels in whole vectors; the rest are added one by one
+    for part in prange(parts):
+        xp, cols, acc = xps[part], colss[part], partial[part]
+        xp[:] = 0
+        acc[:] = 0
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            _pad_into(x[b], ph, pw, xp)
+            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, p, cols)
+            go = grad_out[b].reshape(-1)
+            for k0 in range(0, k, CHANNELS):
+                k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
+                for t0 in range(0, taps, TAPS):
+                    t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
+                    a00 = a01 = a02 = a10 = a11 = a12 = vzero(acc, vec)
+                    a20 = a21 = a22 = a30 = a31 = a32 = a00
+                    g0, g1, g2, g3 = k0 * p, k1 * p, k2 * p, k3 * p
+                    c0, c1, c2 = t0 * p, t1 * p, t2 * p
+                    for q in range(0, whole, lane):
+                        s0 = vload(cols, c0 + q, vec)
+                        s1 = vload(cols, c1 + q, vec)
+                        s2 = vload(cols, c2 + q, vec)
+                        v = vload(go, g0 + q, vec)
+                        a00, a01, a02 = vfma(v, s0, a00), vfma(v, s1, a01), vfma(v, s2, a02)
+                        v = vload(go, g1 + q, vec)
+                        a10, a11, a12 = vfma(v, s0, a10), vfma(v, s1, a11), vfma(v, s2, a12)
+                        v = vload(go, g2 + q, vec)
+                        a20, a21, a22 = vfma(v, s0, a20), vfma(v, s1, a21), vfma(v, s2, a22)
+                        v = vload(go, g3 + q, vec)
+                        a30, a31, a32 = vfma(v, s0, a30), vfma(v, s1, a31), vfma(v, s2, a32)
+                    sums = (
+                        (vsum(a00), vsum(a01), vsum(a02)),
+                        (vsum(a10), vsum(a11), vsum(a12)),
+                        (vsum(a20), vsum(a21), vsum(a22)),
+                        (vsum(a30), vsum(a31), vsum(a32)),
+                    )
+                    # Repeated channels or taps of a short last block are added once.
+                    for i in range(min(CHANNELS, k - k0)):
+                        row = (k0 + i) * p
+                        for j in range(min(TAPS, taps - t0)):
+                            total = sums[i][j]
+                            col = (t0 + j) * p
+                            for q in range(whole, p):
+                                total += go[row + q] * cols[col + q]
+                            acc[(k0 + i) * taps + t0 + j] += total
+
+
+# --- drivers ---------------------------------------------------------------------------
+
+
+def forward(x, weight, bias, g, out):
+    """Stride-1 ``out (N, K, OH, OW) = conv2d(x, weight) + bias (K,)`` for few taps."""
+    parts = min(g.n, numba.get_num_threads())
+    if parts == 0:
+        return
+    block = PIXEL_VECTORS * VECTOR_BYTES // x.itemsize
+    taps, p = g.c * g.kh * g.kw, g.oh * g.ow
+    padded = -(-p // block) * block
+    xps = scratch("few.planes", (parts, g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw)), x.dtype)
+    colss = scratch("few.cols", (parts, taps * padded), x.dtype)
+    tails = scratch("few.tail", (parts, CHANNELS * block), x.dtype)
+    vec = token(VECTOR_BYTES)
+    _forward(x, weight, bias, g.ph, g.pw, g.dh, g.dw, out, parts, xps, colss, tails, vec)
+
+
+def grad_weight(x, grad_out, g, out):
+    """Stride-1 weight gradient ``out (K, C, KH, KW)`` for few taps, parts added in order."""
+    parts = min(g.n, numba.get_num_threads())
+    if parts == 0:
+        out[...] = 0
+        return
+    taps, p = g.c * g.kh * g.kw, g.oh * g.ow
+    xps = scratch("few.planes", (parts, g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw)), x.dtype)
+    colss = scratch("few.cols", (parts, taps * p), x.dtype)
+    partial = scratch("few.partial", (parts, g.k * taps), x.dtype)
+    vec = token(VECTOR_BYTES)
+    _grad_weight(x, grad_out, g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial, vec)
+    gw = out.reshape(-1)
+    gw[:] = partial[0]
+    for i in range(1, parts):  # in part order: the same bits on every run
+        gw += partial[i]
