@@ -1,20 +1,29 @@
-"""Matrix products for ``linear`` and its layer: BLAS GEMMs on slices of the rows.
+"""Matrix products for ``linear`` and its layer.
 
-On several threads each slice of rows is one single-threaded GEMM on its own thread
-(:func:`fastcnn._threads.run_slices`), like the convolutions: fastcnn never wakes
-BLAS's own thread pool, whose threads spin after each call and would take the cores
-from the Numba kernels that run next.
+Where the columns of the result come in whole SIMD blocks (e.g. 128 or 1600 float32
+columns) and the right factor has contiguous rows (the layer's two backward products; not
+the forward's ``x @ weight.T``, whose transposed copy costs more than the kernel saves),
+the register-blocked kernel of :mod:`fastcnn._kernels.gemm` runs them on all threads.
+Otherwise they are BLAS GEMMs on slices of the rows: on several threads each slice is one
+single-threaded GEMM on its own thread (:func:`fastcnn._threads.run_slices`), like the
+GEMM paths of the convolutions: fastcnn never wakes BLAS's own thread pool, whose threads
+spin after each call and would take the cores from the Numba kernels that run next.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from fastcnn._kernels import gemm
 from fastcnn._threads import run_slices, slices, sum_over_slices
 
 
 def matmul(a, b, out):
-    """``out (M, N) = a (M, K) @ b (K, N)``, split over the rows of ``a`` and ``out``."""
+    """``out (M, N) = a (M, K) @ b (K, N)``: blocked, or split over the rows of ``a`` and
+    ``out``."""
+    if b.flags.c_contiguous and gemm.fits(out.shape[1], out.dtype):
+        gemm.product(a, b, out)
+        return
     parts = slices(a.shape[0])
     if len(parts) == 1:
         np.matmul(a, b, out=out)
@@ -27,8 +36,11 @@ def matmul(a, b, out):
 
 
 def matmul_tn(a, b, out):
-    """``out (M, N) = a (K, M).T @ b (K, N)``: a sum over the K rows, split into slices of
-    rows whose partial products are added in slice order."""
+    """``out (M, N) = a (K, M).T @ b (K, N)``: blocked, or a sum over the K rows split into
+    slices of rows whose partial products are added in slice order."""
+    if gemm.fits(out.shape[1], out.dtype):
+        gemm.product(a.T, b, out)
+        return
     parts = slices(a.shape[0])
     if len(parts) == 1:
         np.matmul(a.T, b, out=out)

@@ -1,0 +1,93 @@
+"""Register-blocked matrix product for ``linear`` and its layer, all threads in one kernel.
+
+``c (M, N) = A (M, R) @ b (R, N)``: a block of 6 rows of ``c`` x 2 SIMD vectors of its
+columns (12 accumulators, :mod:`fastcnn._simd`) runs over ``r``: per step, 2 vector loads
+of a row of ``b``, 6 broadcasts of ``A``, 12 fused multiply-adds. ``A`` is read through
+strides, so ``A`` may be a transposed view (the weight gradient ``grad_out.T @ x``) at no
+cost; ``b`` must have contiguous rows. Each block of columns is one task of the parallel
+loop, and each output element is one sum over ``r`` in order: the result does not depend
+on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from fastcnn._config import jit
+from fastcnn._kernels.conv_blocked import vector_bytes
+from fastcnn._simd import lanes, token, vbroadcast, vfma, vload, vstore, vzero
+
+ROWS = 6  # rows of c per block
+
+
+@jit(parallel=True)
+def _product(a, row_step, col_step, b, c, vec):
+    """``c[i, j] = sum_r a[i*row_step + r*col_step] * b[r, j]``.
+
+    a: flat (any size covering the strides); b (R, N) and c (M, N) C-contiguous, with N a
+    whole number of blocks of 2 vectors; vec: the vector width
+    (:func:`fastcnn._simd.token`).
+
+    Parallel over blocks of columns: each writes only its columns of c.
+    """
+    m, n = c.shape
+    depth = b.shape[0]
+    bf, cf = b.reshape(-1), c.reshape(-1)
+    lane = lanes(cf, vec)
+    width = 2 * lane
+    last = m - 1
+    for block in prange(n // width):
+        j0 = block * width
+        for i0 in range(0, m, ROWS):
+            # A short last block repeats its last row, storing the same values.
+            i1, i2 = min(i0 + 1, last), min(i0 + 2, last)
+            i3, i4, i5 = min(i0 + 3, last), min(i0 + 4, last), min(i0 + 5, last)
+            r0, r1, r2 = i0 * row_step, i1 * row_step, i2 * row_step
+            r3, r4, r5 = i3 * row_step, i4 * row_step, i5 * row_step
+            a00 = a01 = a10 = a11 = a20 = a21 = vzero(cf, vec)
+            a30 = a31 = a40 = a41 = a50 = a51 = a00
+            for r in range(depth):
+                b0 = vload(bf, r * n + j0, vec)
+                b1 = vload(bf, r * n + j0 + lane, vec)
+                step = r * col_step
+                v = vbroadcast(a, r0 + step, vec)
+                a00, a01 = vfma(v, b0, a00), vfma(v, b1, a01)
+                v = vbroadcast(a, r1 + step, vec)
+                a10, a11 = vfma(v, b0, a10), vfma(v, b1, a11)
+                v = vbroadcast(a, r2 + step, vec)
+                a20, a21 = vfma(v, b0, a20), vfma(v, b1, a21)
+                v = vbroadcast(a, r3 + step, vec)
+                a30, a31 = vfma(v, b0, a30), vfma(v, b1, a31)
+                v = vbroadcast(a, r4 + step, vec)
+                a40, a41 = vfma(v, b0, a40), vfma(v, b1, a41)
+                v = vbroadcast(a, r5 + step, vec)
+                a50, a51 = vfma(v, b0, a50), vfma(v, b1, a51)
+            vstore(cf, i0 * n + j0, a00)
+            vstore(cf, i0 * n + j0 + lane, a01)
+            vstore(cf, i1 * n + j0, a10)
+            vstore(cf, i1 * n + j0 + lane, a11)
+            vstore(cf, i2 * n + j0, a20)
+            vstore(cf, i2 * n + j0 + lane, a21)
+            vstore(cf, i3 * n + j0, a30)
+            vstore(cf, i3 * n + j0 + lane, a31)
+            vstore(cf, i4 * n + j0, a40)
+            vstore(cf, i4 * n + j0 + lane, a41)
+            vstore(cf, i5 * n + j0, a50)
+            vstore(cf, i5 * n + j0 + lane, a51)
+
+
+def fits(n: int, dtype) -> bool:
+    """Whether :func:`product` takes ``N = n`` columns of ``dtype`` in whole blocks."""
+    return vector_bytes(n, dtype) > 0
+
+
+def product(a, b, out) -> None:
+    """``out (M, N) = a (M, R) @ b (R, N)``, all of one float dtype: ``a`` C-contiguous or
+    the transpose of a C-contiguous array (read in place), else copied; ``b`` and ``out``
+    C-contiguous; :func:`fits` ``N``."""
+    if not (a.flags.c_contiguous or a.T.flags.c_contiguous):
+        a = np.ascontiguousarray(a)
+    flat = a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
+    rows, cols = (s // a.itemsize for s in a.strides)
+    _product(flat, rows, cols, b, out, token(vector_bytes(out.shape[1], out.dtype)))
