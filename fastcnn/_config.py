@@ -31,8 +31,12 @@ def jit(parallel=False):
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
-# GNU OpenMP workers spin for a long while after each parallel region; between the many
-# short kernels of a training step the spinning threads steal the cores OpenBLAS needs
-# for the GEMMs (measured: an MNIST step took 110 ms at 2 threads instead of 40 ms).
-# Read when libgomp starts, at the first parallel kernel; a user's setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "100")
+# GNU OpenMP workers spin this many rounds (2.8 ms of CPU here) after each parallel region
+# before they sleep, so the many short kernels of a training step find them awake: a
+# sleeping worker woke late or on its caller's core. Measured, the MNIST training step
+# at 2 threads, 3-4 alternating processes each: 100 rounds 13.5-18.4 ms, 10,000 13.3-16.5,
+# 30,000 14.8-18.0, 100,000 12.1-13.9, libgomp's default 300,000 12.1-14.2. (When the
+# convolutions were BLAS GEMMs on BLAS's own threads, spinning workers took their cores,
+# so this was 100.) Read when libgomp starts, at the first parallel kernel; a user's
+# setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "100000")
