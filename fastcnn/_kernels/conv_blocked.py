@@ -92,6 +92,13 @@ def _base(q, ow, sh, sw, wp):
     return (q // ow) * sh * wp + (q % ow) * sw
 
 
+def pixel_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> np.ndarray:
+    """Offset of output pixel ``(oy, ox)`` in a padded plane of width wp: ``oy*sh*wp + ox*sw``,
+    flat in OH x OW order (int64)."""
+    oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
+    return (oy * sh * wp + ox * sw).reshape(-1).astype(np.int64)
+
+
 @jit(parallel=True)
 def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks, vec):
     """``y[b, k, oy, ox] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + oy*sh*WP + ox*sw]``.
@@ -167,29 +174,27 @@ def _forward(src, wt, bias, toff, ph, pw, sh, sw, y, parts, xps, blocks, vec):
 
 
 @jit(parallel=True)
-def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial, vec):
+def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec):
     """``partial[part, r, k] = sum over the part's images b and pixels q of
-    grad_out[b, k, q] * padded(x[b])[toff[r] + base(q)]``: the weight gradient (taps, K)
+    grad_out[b, k, q] * padded(x[b])[toff[r] + bases[q]]``: the weight gradient (taps, K)
     of each part; the caller adds the parts in order.
 
     x (N, C, H, W); grad_out (N, K, OH, OW) with K a multiple of :func:`channel_block`;
-    toff (taps,); vec: the vector width, a :func:`fastcnn._simd.token`; scratch xps
-    (parts, C*HP*WP + 2*lanes), gos (parts, OH*OW*K: one image of grad_out transposed to
-    pixel-major); partial (parts, taps*K).
+    toff (taps,); bases (OH*OW,): :func:`pixel_offsets`; vec: the vector width, a
+    :func:`fastcnn._simd.token`; scratch xps (parts, C*HP*WP + 2*lanes), gos (parts,
+    OH*OW*K: one image of grad_out transposed to pixel-major); partial (parts, taps*K).
 
     Parallel over parts of the batch: each owns its planes, its transposed grad_out and
     its partial sum.
     """
-    n, c, h, w = x.shape
-    k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
-    wp = w + 2 * pw
-    taps, p = toff.size, oh * ow
+    n = x.shape[0]
+    k = grad_out.shape[1]
+    taps, p = toff.size, bases.size
     lane = lanes(partial[0], vec)
     width = 2 * lane
     last = taps - 1
-    # Output rows per chunk: its grad_out (rows*OW*K) stays in L1 while every tap block
-    # runs over it.
-    rows = max(1, 16384 // (ow * k * grad_out.itemsize))
+    # Pixels per chunk: its grad_out (chunk*K) stays in L1 while every tap block runs over it.
+    chunk = max(1, 16384 // (k * grad_out.itemsize))
     for part in prange(parts):
         xp, go, acc = xps[part], gos[part], partial[part]
         xp[:] = 0
@@ -197,70 +202,52 @@ def _grad_weight(x, grad_out, toff, ph, pw, sh, sw, parts, xps, gos, partial, ve
         for b in range(part * n // parts, (part + 1) * n // parts):
             _pad_into(x[b], ph, pw, xp)
             _transpose_into(grad_out[b].reshape(k, p), go)
-            for y0 in range(0, oh, rows):
-                y1 = min(oh, y0 + rows)
+            for q0 in range(0, p, chunk):
+                q1 = min(p, q0 + chunk)
                 for r0 in range(0, taps, PIXELS):
-                    # A short last block repeats its last tap: the repeats compute and store
-                    # the same sum as the original, so the result is unchanged.
+                    # A short last block repeats its last tap: the repeats compute and
+                    # store the same sum as the original, so the result is unchanged.
                     r1, r2 = min(r0 + 1, last), min(r0 + 2, last)
                     r3, r4, r5 = min(r0 + 3, last), min(r0 + 4, last), min(r0 + 5, last)
                     t0, t1, t2 = toff[r0], toff[r1], toff[r2]
                     t3, t4, t5 = toff[r3], toff[r4], toff[r5]
                     for k0 in range(0, k, width):
-                        a00, a01 = (
-                            vload(acc, r0 * k + k0, vec),
-                            vload(acc, r0 * k + k0 + lane, vec),
-                        )
-                        a10, a11 = (
-                            vload(acc, r1 * k + k0, vec),
-                            vload(acc, r1 * k + k0 + lane, vec),
-                        )
-                        a20, a21 = (
-                            vload(acc, r2 * k + k0, vec),
-                            vload(acc, r2 * k + k0 + lane, vec),
-                        )
-                        a30, a31 = (
-                            vload(acc, r3 * k + k0, vec),
-                            vload(acc, r3 * k + k0 + lane, vec),
-                        )
-                        a40, a41 = (
-                            vload(acc, r4 * k + k0, vec),
-                            vload(acc, r4 * k + k0 + lane, vec),
-                        )
-                        a50, a51 = (
-                            vload(acc, r5 * k + k0, vec),
-                            vload(acc, r5 * k + k0 + lane, vec),
-                        )
-                        for oy in range(y0, y1):
-                            row = oy * sh * wp
-                            for ox in range(ow):
-                                q = (oy * ow + ox) * k + k0
-                                g0, g1 = vload(go, q, vec), vload(go, q + lane, vec)
-                                base = row + ox * sw
-                                v = vbroadcast(xp, base + t0, vec)
-                                a00, a01 = vfma(g0, v, a00), vfma(g1, v, a01)
-                                v = vbroadcast(xp, base + t1, vec)
-                                a10, a11 = vfma(g0, v, a10), vfma(g1, v, a11)
-                                v = vbroadcast(xp, base + t2, vec)
-                                a20, a21 = vfma(g0, v, a20), vfma(g1, v, a21)
-                                v = vbroadcast(xp, base + t3, vec)
-                                a30, a31 = vfma(g0, v, a30), vfma(g1, v, a31)
-                                v = vbroadcast(xp, base + t4, vec)
-                                a40, a41 = vfma(g0, v, a40), vfma(g1, v, a41)
-                                v = vbroadcast(xp, base + t5, vec)
-                                a50, a51 = vfma(g0, v, a50), vfma(g1, v, a51)
-                        vstore(acc, r0 * k + k0, a00)
-                        vstore(acc, r0 * k + k0 + lane, a01)
-                        vstore(acc, r1 * k + k0, a10)
-                        vstore(acc, r1 * k + k0 + lane, a11)
-                        vstore(acc, r2 * k + k0, a20)
-                        vstore(acc, r2 * k + k0 + lane, a21)
-                        vstore(acc, r3 * k + k0, a30)
-                        vstore(acc, r3 * k + k0 + lane, a31)
-                        vstore(acc, r4 * k + k0, a40)
-                        vstore(acc, r4 * k + k0 + lane, a41)
-                        vstore(acc, r5 * k + k0, a50)
-                        vstore(acc, r5 * k + k0 + lane, a51)
+                        o0, o1, o2 = r0 * k + k0, r1 * k + k0, r2 * k + k0
+                        o3, o4, o5 = r3 * k + k0, r4 * k + k0, r5 * k + k0
+                        a00, a01 = vload(acc, o0, vec), vload(acc, o0 + lane, vec)
+                        a10, a11 = vload(acc, o1, vec), vload(acc, o1 + lane, vec)
+                        a20, a21 = vload(acc, o2, vec), vload(acc, o2 + lane, vec)
+                        a30, a31 = vload(acc, o3, vec), vload(acc, o3 + lane, vec)
+                        a40, a41 = vload(acc, o4, vec), vload(acc, o4 + lane, vec)
+                        a50, a51 = vload(acc, o5, vec), vload(acc, o5 + lane, vec)
+                        for q in range(q0, q1):
+                            g0 = vload(go, q * k + k0, vec)
+                            g1 = vload(go, q * k + k0 + lane, vec)
+                            base = bases[q]
+                            v = vbroadcast(xp, base + t0, vec)
+                            a00, a01 = vfma(g0, v, a00), vfma(g1, v, a01)
+                            v = vbroadcast(xp, base + t1, vec)
+                            a10, a11 = vfma(g0, v, a10), vfma(g1, v, a11)
+                            v = vbroadcast(xp, base + t2, vec)
+                            a20, a21 = vfma(g0, v, a20), vfma(g1, v, a21)
+                            v = vbroadcast(xp, base + t3, vec)
+                            a30, a31 = vfma(g0, v, a30), vfma(g1, v, a31)
+                            v = vbroadcast(xp, base + t4, vec)
+                            a40, a41 = vfma(g0, v, a40), vfma(g1, v, a41)
+                            v = vbroadcast(xp, base + t5, vec)
+                            a50, a51 = vfma(g0, v, a50), vfma(g1, v, a51)
+                        vstore(acc, o0, a00)
+                        vstore(acc, o0 + lane, a01)
+                        vstore(acc, o1, a10)
+                        vstore(acc, o1 + lane, a11)
+                        vstore(acc, o2, a20)
+                        vstore(acc, o2 + lane, a21)
+                        vstore(acc, o3, a30)
+                        vstore(acc, o3 + lane, a31)
+                        vstore(acc, o4, a40)
+                        vstore(acc, o4 + lane, a41)
+                        vstore(acc, o5, a50)
+                        vstore(acc, o5 + lane, a51)
 
 
 # --- drivers ---------------------------------------------------------------------------
@@ -323,9 +310,9 @@ def grad_weight(x, grad_out, g, out):
     xps = _scratch_planes("blocked.planes", parts, g.c, hp, wp, x.dtype)
     gos = scratch("blocked.grad_out", (parts, g.oh * g.ow * g.k + 16), x.dtype)
     partial = scratch("blocked.partial", (parts, taps * g.k), x.dtype)
-    nbytes = vector_bytes(g.k, x.dtype)
-    vec = token(nbytes)
-    _grad_weight(x, grad_out, toff, g.ph, g.pw, g.sh, g.sw, parts, xps, gos, partial, vec)
+    bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
+    vec = token(vector_bytes(g.k, x.dtype))
+    _grad_weight(x, grad_out, toff, bases, g.ph, g.pw, parts, xps, gos, partial, vec)
     total = partial[0]
     for i in range(1, parts):  # in part order: the same bits on every run
         total += partial[i]
