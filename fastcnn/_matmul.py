@@ -1,13 +1,13 @@
 """Matrix products for ``linear`` and its layer.
 
-Where the columns of the result come in whole SIMD blocks (e.g. 128 or 1600 float32
-columns) and the right factor has contiguous rows (the layer's two backward products; not
-the forward's ``x @ weight.T``, whose transposed copy costs more than the kernel saves),
-the register-blocked kernel of :mod:`fastcnn._kernels.gemm` runs them on all threads.
-Otherwise they are BLAS GEMMs on slices of the rows: on several threads each slice is one
-single-threaded GEMM on its own thread (:func:`fastcnn._threads.run_slices`), like the
-GEMM paths of the convolutions: fastcnn never wakes BLAS's own thread pool, whose threads
-spin after each call and would take the cores from the Numba kernels that run next.
+The register-blocked kernels of :mod:`fastcnn._kernels.gemm` run on all threads where they
+fit: the forward's ``x @ weight.T`` as dot products of rows (at least one SIMD vector of
+in_features), the layer's two backward products where the columns of the result come in
+whole SIMD blocks (e.g. 128 or 1600 float32 columns). Otherwise they are BLAS GEMMs on
+slices of the rows: on several threads each slice is one single-threaded GEMM on its own
+thread (:func:`fastcnn._threads.run_slices`), like the GEMM paths of the convolutions:
+fastcnn never wakes BLAS's own thread pool, whose threads spin after each call and would
+take the cores from the Numba kernels that run next.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ def matmul(a, b, out):
     ``out``."""
     if b.flags.c_contiguous and gemm.fits(out.shape[1], out.dtype):
         gemm.product(a, b, out)
+        return
+    if a.flags.c_contiguous and b.T.flags.c_contiguous and gemm.dots_fit(a.shape[1], a.dtype):
+        gemm.dots(a, b.T, out)  # b is a transposed weight: dot products of rows
         return
     parts = slices(a.shape[0])
     if len(parts) == 1:

@@ -1,5 +1,5 @@
-"""The register-blocked matrix product (``fastcnn._kernels.gemm``) against float64 NumPy,
-and the Linear layer's backward, which uses it where the columns fit.
+"""The register-blocked matrix products (``fastcnn._kernels.gemm``) against float64 NumPy,
+and ``linear`` and the Linear layer, which use them where they fit.
 
 Tolerances as in ``cases.TOL``, with ``atol = 1e-6 * sqrt(R)`` for float32 sums of R terms.
 """
@@ -11,6 +11,7 @@ import pytest
 from cases import DTYPES, MAX_THREADS, SPECIAL_VALUES, assert_close, make_rng, randn
 
 import fastcnn
+from fastcnn import functional as F
 from fastcnn import nn
 from fastcnn._kernels import conv_blocked, gemm
 from fastcnn._simd import VECTOR_BYTES, WIDTHS
@@ -23,17 +24,26 @@ def _atol(dtype, terms):
     return max(1e-5, 1e-6 * np.sqrt(terms)) if np.dtype(dtype) == np.float32 else None
 
 
-@pytest.fixture
-def product_calls(monkeypatch):
+def _calls(monkeypatch, name):
     calls = []
-    kernel = gemm._product
+    kernel = getattr(gemm, name)
 
     def counted(*args):
         calls.append(args)
         return kernel(*args)
 
-    monkeypatch.setattr(gemm, "_product", counted)
+    monkeypatch.setattr(gemm, name, counted)
     return calls
+
+
+@pytest.fixture
+def product_calls(monkeypatch):
+    return _calls(monkeypatch, "_product")
+
+
+@pytest.fixture
+def dots_calls(monkeypatch):
+    return _calls(monkeypatch, "_dots")
 
 
 @SPECIAL_VALUES
@@ -97,3 +107,43 @@ def test_linear_backward_blocked(dtype, threads, product_calls):
     g64, x64 = grad_out.astype(np.float64), x.astype(np.float64)
     assert_close(layer.weight.grad, g64.T @ x64, dtype, atol=_atol(dtype, 5))
     assert_close(grad_x, g64 @ w, dtype, atol=_atol(dtype, 2 * block))
+
+
+@SPECIAL_VALUES
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("m", "n", "extra"), [(1, 1, 0), (4, 5, 3), (7, 9, 1), (3, 4, 2 * gemm.DOT_CHUNK + 5)]
+)
+def test_dots_match_numpy(m, n, extra, dtype, threads):
+    r = VECTOR_BYTES // np.dtype(dtype).itemsize + extra
+    rng = make_rng(m + n + r)
+    a, b = randn(rng, (m, r), dtype), randn(rng, (n, r), dtype)
+    a[0, -1], b[-1, 0] = np.inf, np.nan
+    out = np.full((m, n), -7, dtype)
+    with guard():
+        gemm.dots(a, b, out)
+    assert_close(out, a.astype(np.float64) @ b.T.astype(np.float64), dtype, atol=_atol(dtype, r))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_forward_runs_dots(dtype, threads, dots_calls):
+    rng = make_rng(5)
+    x, w, bias = randn(rng, (6, 70), dtype), randn(rng, (3, 70), dtype), randn(rng, 3, dtype)
+    y = F.linear(x, w, bias)
+    assert len(dots_calls) == 1
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + bias
+    assert_close(y, want, dtype, atol=_atol(dtype, 70))
+
+
+def test_dots_is_the_same_on_any_thread_count():
+    rng = make_rng(6)
+    a, b = randn(rng, (9, 300), np.float32), randn(rng, (13, 300), np.float32)
+    results = []
+    for n in (1, MAX_THREADS):
+        fastcnn.set_num_threads(n)
+        out = np.empty((9, 13), np.float32)
+        with guard():
+            gemm.dots(a, b, out)
+        results.append(out)
+    fastcnn.set_num_threads(MAX_THREADS)
+    np.testing.assert_array_equal(*results)

@@ -1,12 +1,18 @@
-"""Register-blocked matrix product for ``linear`` and its layer, all threads in one kernel.
+"""Register-blocked matrix products for ``linear`` and its layer, all threads in one kernel.
 
-``c (M, N) = A (M, R) @ b (R, N)``: a block of 6 rows of ``c`` x 2 SIMD vectors of its
-columns (12 accumulators, :mod:`fastcnn._simd`) runs over ``r``: per step, 2 vector loads
-of a row of ``b``, 6 broadcasts of ``A``, 12 fused multiply-adds. ``A`` is read through
-strides, so ``A`` may be a transposed view (the weight gradient ``grad_out.T @ x``) at no
-cost; ``b`` must have contiguous rows. Each block of columns is one task of the parallel
-loop, and each output element is one sum over ``r`` in order: the result does not depend
-on the thread count.
+- :func:`product`, ``c (M, N) = A (M, R) @ b (R, N)``: a block of 6 rows of ``c`` x 2 SIMD
+  vectors of its columns (12 accumulators, :mod:`fastcnn._simd`) runs over ``r``: per
+  step, 2 vector loads of a row of ``b``, 6 broadcasts of ``A``, 12 fused multiply-adds.
+  ``A`` is read through strides, so it may be a transposed view (the weight gradient
+  ``grad_out.T @ x``) at no cost; ``b`` must have contiguous rows (the input gradient
+  ``grad_out @ weight``).
+- :func:`dots`, ``c (M, N) = a (M, R) @ b (N, R).T`` (the forward ``x @ weight.T``): the
+  vectors run along ``r``, where both rows are contiguous: a block of 3 rows of ``a`` x 4
+  of ``b`` (12 accumulators), per step 7 vector loads and 12 multiply-adds, then each
+  accumulator's lanes are summed. No transposed copy of the weight is needed.
+
+Each output element is one sum in a fixed order and each task of the parallel loop owns
+its elements: the result does not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -16,9 +22,21 @@ from numba import prange
 
 from fastcnn._config import jit
 from fastcnn._kernels.conv_blocked import vector_bytes
-from fastcnn._simd import lanes, token, vbroadcast, vfma, vload, vstore, vzero
+from fastcnn._simd import (
+    VECTOR_BYTES,
+    lanes,
+    token,
+    vbroadcast,
+    vfma,
+    vload,
+    vstore,
+    vsum,
+    vzero,
+)
 
-ROWS = 6  # rows of c per block
+ROWS = 6  # rows of c per block of product
+DOT_ROWS, DOT_COLS = 3, 4  # rows of a and of b per block of dots
+DOT_CHUNK = 1024  # elements of r per pass of dots: a chunk of a's rows stays in L2
 
 
 @jit(parallel=True)
@@ -91,3 +109,70 @@ def product(a, b, out) -> None:
     flat = a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
     rows, cols = (s // a.itemsize for s in a.strides)
     _product(flat, rows, cols, b, out, token(vector_bytes(out.shape[1], out.dtype)))
+
+
+@jit(parallel=True)
+def _dots(a, b, c, vec):
+    """``c[i, j] = sum_r a[i, r] * b[j, r]`` for a (M, R), b (N, R), c (M, N), all
+    C-contiguous; vec: the vector width (:func:`fastcnn._simd.token`).
+
+    Parallel over blocks of rows of b (columns of c): each writes only its columns.
+    """
+    m, n = c.shape
+    depth = a.shape[1]
+    af, bf = a.reshape(-1), b.reshape(-1)
+    lane = lanes(af, vec)
+    for block in prange(-(-n // DOT_COLS)):
+        # A short last block repeats its last row or column; repeats are not stored.
+        j0 = block * DOT_COLS
+        j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
+        for r0 in range(0, depth, DOT_CHUNK):
+            r1 = min(depth, r0 + DOT_CHUNK)
+            whole = r0 + (r1 - r0) // lane * lane
+            for i0 in range(0, m, DOT_ROWS):
+                i1, i2 = min(i0 + 1, m - 1), min(i0 + 2, m - 1)
+                a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = vzero(af, vec)
+                a20 = a21 = a22 = a23 = a00
+                x0, x1, x2 = i0 * depth, i1 * depth, i2 * depth
+                y0, y1, y2, y3 = j0 * depth, j1 * depth, j2 * depth, j3 * depth
+                for r in range(r0, whole, lane):
+                    w0, w1 = vload(bf, y0 + r, vec), vload(bf, y1 + r, vec)
+                    w2, w3 = vload(bf, y2 + r, vec), vload(bf, y3 + r, vec)
+                    v = vload(af, x0 + r, vec)
+                    a00, a01 = vfma(v, w0, a00), vfma(v, w1, a01)
+                    a02, a03 = vfma(v, w2, a02), vfma(v, w3, a03)
+                    v = vload(af, x1 + r, vec)
+                    a10, a11 = vfma(v, w0, a10), vfma(v, w1, a11)
+                    a12, a13 = vfma(v, w2, a12), vfma(v, w3, a13)
+                    v = vload(af, x2 + r, vec)
+                    a20, a21 = vfma(v, w0, a20), vfma(v, w1, a21)
+                    a22, a23 = vfma(v, w2, a22), vfma(v, w3, a23)
+                sums = (
+                    (vsum(a00), vsum(a01), vsum(a02), vsum(a03)),
+                    (vsum(a10), vsum(a11), vsum(a12), vsum(a13)),
+                    (vsum(a20), vsum(a21), vsum(a22), vsum(a23)),
+                )
+                for di in range(min(DOT_ROWS, m - i0)):
+                    row = (i0 + di) * depth
+                    for dj in range(min(DOT_COLS, n - j0)):
+                        total = sums[di][dj]
+                        col = (j0 + dj) * depth
+                        for r in range(whole, r1):
+                            total += af[row + r] * bf[col + r]
+                        if r0 == 0:
+                            c[i0 + di, j0 + dj] = total
+                        else:
+                            c[i0 + di, j0 + dj] += total
+
+
+def dots_fit(depth: int, dtype) -> bool:
+    """Whether :func:`dots` over ``R = depth`` has at least one whole vector."""
+    return depth >= VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def dots(a, b, out) -> None:
+    """``out (M, N) = a (M, R) @ b (N, R).T``, all C-contiguous of one float dtype."""
+    if a.shape[1] == 0:
+        out[...] = 0
+    elif out.size:
+        _dots(a, b, out, token(VECTOR_BYTES))
