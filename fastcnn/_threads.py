@@ -9,8 +9,9 @@ applied to both pools a call may use:
 - BLAS (NumPy's ``matmul``) is limited with threadpoolctl to the same count,
   process-wide, re-applied only when the count changes.
 
-Work made of many BLAS calls with Numba kernels in between (the convolutions) runs instead
-as independent slices of the batch on as many threads (:func:`run_slices`), each with Numba
+Work made of many BLAS calls with Numba kernels in between (the GEMM paths of the
+convolutions and of ``linear``, for the shapes the SIMD kernels do not take) runs instead as
+independent slices of the batch on as many threads (:func:`run_slices`), each with Numba
 and BLAS on one thread: no pool waits for another, and nothing synchronises until the end.
 
 Several Python threads may call fastcnn at once: the preferred OpenMP and TBB threading
