@@ -737,3 +737,41 @@ def test_attribute_assignment_registers_and_unregisters():
     net = nn.Sequential(nn.ReLU())
     net.head = nn.Linear(2, 1, rng=0)
     assert list(net.state_dict()) == ["head.weight", "head.bias"]
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        pytest.param({"kernel_size": 2}, id="2x2"),
+        pytest.param({"kernel_size": 3, "stride": 1, "padding": 1}, id="overlapping-padded"),
+    ],
+)
+def test_sequential_runs_relu_pool_as_pool_relu(pool):
+    """A ReLU directly followed by a MaxPool2d runs after it, with the same output and
+    gradients as the layers run one by one in the order given (NaN and ties included)."""
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, rng=0), nn.ReLU(), nn.MaxPool2d(**pool),
+        nn.Flatten(), nn.Linear(4 * 16 if pool["kernel_size"] == 2 else 4 * 64, 3, rng=1),
+    )  # fmt: skip
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 10, 10)).astype(np.float32)
+    x[0, 0, :5, :5] = 0  # ties at zero
+    x[1, 1, 4, 4] = np.nan
+    grad = rng.standard_normal((3, 3)).astype(np.float32)
+    assert [type(layer) for layer in net._schedule()][1:3] == [nn.MaxPool2d, nn.ReLU]
+    results = []
+    for run_as_given in (False, True):
+        net.zero_grad()
+        if run_as_given:
+            h = x
+            for layer in net:
+                h = layer(h)
+            y, g = h, grad
+            for layer in reversed(list(net)):
+                g = layer.backward(g)
+        else:
+            y = net(x)
+            g = net.backward(grad)
+        results.append([y, g] + [p.grad.copy() for p in net.parameters()])
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastcnn.nn.activation import ReLU
 from fastcnn.nn.module import Module
+from fastcnn.nn.pool import MaxPool2d
 
 __all__ = ["Flatten", "Sequential"]
 
@@ -43,6 +45,11 @@ class Sequential(Module):
     which skips the first layer's input gradient (the costliest part of a first conv).
     ``backward(grad_out, learning_rate)`` zeroes all gradients, back-propagates, and
     applies one plain SGD step to every parameter.
+
+    A ``ReLU`` directly followed by a ``MaxPool2d`` runs after it instead: ReLU is
+    monotonic, so it commutes with max, and pool-then-ReLU gives the same output and the
+    same gradients (up to the sign of a zero where overlapping windows add up) with the
+    ReLU on the pooled, smaller tensor. Each layer still sees the input it runs on.
     """
 
     def __init__(self, *layers):
@@ -66,14 +73,26 @@ class Sequential(Module):
             return Sequential(*layers[index])
         return layers[index]
 
+    def _schedule(self) -> list[Module]:
+        """The layers in the order they run: each ReLU-then-MaxPool2d pair swapped."""
+        layers = list(self)
+        i = 0
+        while i + 1 < len(layers):
+            if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d:
+                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+                i += 1
+            i += 1
+        return layers
+
     def _forward(self, x):
-        for layer in self:
+        layers = self._schedule()
+        for layer in layers:
             x = layer(x)
-        self._cache = True
+        self._cache = layers
         return x
 
     def _backward(self, grad_out, need_input_grad):
-        layers = list(self)
+        layers = self._cache
         for i in range(len(layers) - 1, -1, -1):
             grad_out = layers[i].backward(grad_out, need_input_grad=need_input_grad or i > 0)
         return grad_out
