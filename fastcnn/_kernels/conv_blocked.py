@@ -17,9 +17,9 @@ partial sums. They need the output channels (forward) or the ``grad_out`` channe
 (weight gradient) in whole blocks of two vectors (:func:`channel_block`: 32 float32
 channels with 64-byte vectors, 16 or 8 with 32- or 16-byte ones; :func:`vector_bytes`
 picks the widest that fits); the drivers in :mod:`fastcnn._kernels.conv` check this and
-take the GEMM paths otherwise. The obvious
-twin is ``fastcnn.reference.conv``; summation runs over taps in order, then (weight
-gradient) over parts in order, so results are bitwise repeatable at a thread count.
+take the GEMM paths otherwise. The obvious twin is ``fastcnn.reference.conv``; summation
+runs over taps in order, then (weight gradient) over parts in order, so results are
+bitwise repeatable at a thread count.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def _pad_into(src, ph, pw, xp):
 
 @jit()
 def _transpose_into(a, out):
-    """``out[j*M + i] = a[i, j]`` for a (M, N): a in tiles of 16 x 16 (each read and written
-    within the caches; a plain loop misses the cache on every strided access)."""
+    """``out[j*M + i] = a[i, j]`` for a (M, N), in tiles of 16 x 16 so that both sides of a
+    tile stay in the cache."""
     m, n = a.shape
     for i0 in range(0, m, 16):
         i1 = min(m, i0 + 16)
