@@ -53,11 +53,15 @@ def vector_bytes(channels: int, dtype) -> int:
     return 0
 
 
-def tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> np.ndarray:
-    """Offset of tap ``(c, i, j)`` in padded planes of ``hp x wp``: ``(c*hp + i*dh)*wp + j*dw``,
-    in tap order (int64, C*KH*KW)."""
+def tap_offsets(c, kh, kw, hp, wp, dh, dw, channels_last=False) -> np.ndarray:
+    """Offset of tap ``(c, i, j)`` in padded planes of ``hp x wp``: ``(c*hp + i*dh)*wp + j*dw``
+    (int64, C*KH*KW), the taps in (c, i, j) order, or in (i, j, c) order if
+    ``channels_last`` (the taps of one kernel row then come together)."""
     ci, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
-    return ((ci * hp + i * dh) * wp + j * dw).reshape(-1).astype(np.int64)
+    offsets = (ci * hp + i * dh) * wp + j * dw
+    if channels_last:
+        offsets = offsets.transpose(1, 2, 0)
+    return offsets.reshape(-1).astype(np.int64)
 
 
 @jit()
@@ -86,12 +90,6 @@ def _transpose_into(a, out):
                     out[j * m + i] = a[i, j]
 
 
-@jit()
-def _base(q, ow, sh, sw, wp):
-    """Offset of output pixel ``q`` (flat in OH x OW) in a padded plane of width wp."""
-    return (q // ow) * sh * wp + (q % ow) * sw
-
-
 def pixel_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> np.ndarray:
     """Offset of output pixel ``(oy, ox)`` in a padded plane of width wp: ``oy*sh*wp + ox*sw``,
     flat in OH x OW order (int64)."""
@@ -100,25 +98,26 @@ def pixel_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> np.ndarray:
 
 
 @jit(parallel=True)
-def _forward(src, wt, bias, toff, first, end, ph, pw, sh, sw, y, parts, xps, blocks, vec):
-    """``y[b, k, oy, ox] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + oy*sh*WP + ox*sw]``,
-    the sum over taps ``first[oy] <= r < end[oy]`` (the others meet only padding zeros).
+def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, blocks, vec):
+    """``y[b, k, q] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + bases[q]]`` for
+    every output pixel ``q = oy*OW + ox``, the sum over taps ``first[oy] <= r < end[oy]``
+    (the others meet only padding zeros).
 
     src (N, C, H, W); wt (taps*K,): the weight as (taps, K), ``wt[r*K + k]``; bias (K,);
-    toff (taps,): offsets of the taps in a padded plane; first, end (OH,): non-increasing
-    in ``oy``; y (N, K, OH, OW) with K a multiple of :func:`channel_block`; vec: the vector
-    width, a :func:`fastcnn._simd.token`. Scratch: xps (parts, C*HP*WP + 2*lanes), blocks
-    (parts, PIXELS*2*lanes).
+    toff (taps,): offsets of the taps in a padded plane; bases (OH*OW,):
+    :func:`pixel_offsets`; first, end (OH,): non-increasing in ``oy``; y (N, K, OH, OW)
+    with K a multiple of :func:`channel_block`; vec: the vector width, a
+    :func:`fastcnn._simd.token`. Scratch: xps (parts, C*HP*WP + 2*lanes), blocks (parts,
+    PIXELS*2*lanes).
 
     Parallel over parts of the batch: each pads its images into its own planes and writes
     only its images of y.
     """
-    n, c, h, w = src.shape
-    k, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    wp = w + 2 * pw
+    n = src.shape[0]
+    k, ow = y.shape[1], y.shape[3]
     lane = lanes(wt, vec)
     width = 2 * lane
-    p = oh * ow
+    p = bases.size
     last = p - 1
     for part in prange(parts):
         xp, blk = xps[part], blocks[part]
@@ -128,12 +127,9 @@ def _forward(src, wt, bias, toff, first, end, ph, pw, sh, sw, y, parts, xps, blo
             yb = y[b].reshape(k, p)
             for p0 in range(0, p, PIXELS):
                 # A short last block repeats its last pixel; the repeats are not stored.
-                b0 = _base(min(p0, last), ow, sh, sw, wp)
-                b1 = _base(min(p0 + 1, last), ow, sh, sw, wp)
-                b2 = _base(min(p0 + 2, last), ow, sh, sw, wp)
-                b3 = _base(min(p0 + 3, last), ow, sh, sw, wp)
-                b4 = _base(min(p0 + 4, last), ow, sh, sw, wp)
-                b5 = _base(min(p0 + 5, last), ow, sh, sw, wp)
+                b0, b1, b2 = bases[p0], bases[min(p0 + 1, last)], bases[min(p0 + 2, last)]
+                b3, b4 = bases[min(p0 + 3, last)], bases[min(p0 + 4, last)]
+                b5 = bases[min(p0 + 5, last)]
                 # Rows of the block: the last one's first tap, the first one's end.
                 r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
                 for k0 in range(0, k, width):
@@ -263,9 +259,9 @@ def fits(channels: int, dtype) -> bool:
     return vector_bytes(channels, dtype) > 0
 
 
-def _scratch_planes(name: str, parts: int, c: int, hp: int, wp: int, dtype) -> np.ndarray:
+def _scratch_planes(name: str, parts: int, size: int, dtype) -> np.ndarray:
     # Rows rounded up to whole 64-byte lines so no two threads write one cache line.
-    row = -(-(c * hp * wp) // 16) * 16 + 16
+    row = -(-size // 16) * 16 + 16
     return scratch(name, (parts, row), dtype)
 
 
@@ -275,9 +271,9 @@ def forward(x, weight, bias, g, out):
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     wt = np.ascontiguousarray(weight.reshape(g.k, -1).T).reshape(-1)
     toff = tap_offsets(g.c, g.kh, g.kw, hp, wp, g.dh, g.dw)
-    taps = np.full(g.oh, toff.size, np.int64)  # every tap for every row
-    args = (toff, taps * 0, taps, g.ph, g.pw, g.sh, g.sw, out)
-    _run_forward(x, wt, bias, args, g.c, hp, wp)
+    first, end = np.zeros(g.oh, np.int64), np.full(g.oh, toff.size, np.int64)  # every tap
+    bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
+    _run_forward(x, wt, bias, toff, bases, first, end, g.ph, g.pw, out, g.c * hp * wp)
 
 
 def grad_input(weight, grad_out, g, out):
@@ -295,8 +291,7 @@ def grad_input(weight, grad_out, g, out):
     hp, wp = g.oh + 2 * qh, g.ow + 2 * qw
     flipped = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)  # (KH, KW, K, C)
     wt = np.ascontiguousarray(flipped).reshape(-1)
-    i, j, k = np.meshgrid(np.arange(g.kh), np.arange(g.kw), np.arange(g.k), indexing="ij")
-    toff = ((k * hp + i * g.dh) * wp + j * g.dw).reshape(-1).astype(np.int64)
+    toff = tap_offsets(g.k, g.kh, g.kw, hp, wp, g.dh, g.dw, channels_last=True)
     # Output row y meets padded row y + i*dh, a real one when qh <= y + i*dh < qh + OH.
     y = np.arange(g.h)
     lo = np.clip(-((y - qh) // g.dh), 0, g.kh)  # ceil((qh - y) / dh)
@@ -304,21 +299,21 @@ def grad_input(weight, grad_out, g, out):
     per_row = g.kw * g.k
     first, end = lo * per_row, np.maximum(lo, hi) * per_row
     zero = np.zeros(g.c, weight.dtype)
-    args = (toff, first.astype(np.int64), end.astype(np.int64), qh, qw, 1, 1, out)
-    _run_forward(grad_out, wt, zero, args, g.k, hp, wp)
+    bases = pixel_offsets(g.h, g.w, 1, 1, wp)
+    first, end = first.astype(np.int64), end.astype(np.int64)
+    _run_forward(grad_out, wt, zero, toff, bases, first, end, qh, qw, out, g.k * hp * wp)
 
 
-def _run_forward(src, wt, bias, args, c, hp, wp):
-    """:func:`_forward` of ``src`` with ``args = (toff, first, end, ph, pw, sh, sw, out)``,
-    on planes of c x hp x wp."""
-    out = args[-1]
+def _run_forward(src, wt, bias, toff, bases, first, end, ph, pw, out, plane_size):
+    """:func:`_forward` of ``src`` into ``out``, on one part of the batch per thread, each
+    with padded planes of ``plane_size`` elements."""
     parts = min(src.shape[0], numba.get_num_threads())
     if parts == 0:
         return
-    nbytes = vector_bytes(out.shape[1], src.dtype)
-    xps = _scratch_planes("blocked.planes", parts, c, hp, wp, src.dtype)
+    vec = token(vector_bytes(out.shape[1], src.dtype))
+    xps = _scratch_planes("blocked.planes", parts, plane_size, src.dtype)
     blocks = scratch("blocked.block", (parts, PIXELS * channel_block(src.dtype)), src.dtype)
-    _forward(src, wt, bias, *args, parts, xps, blocks, token(nbytes))
+    _forward(src, wt, bias, toff, bases, first, end, ph, pw, out, parts, xps, blocks, vec)
 
 
 def grad_weight(x, grad_out, g, out):
@@ -331,7 +326,7 @@ def grad_weight(x, grad_out, g, out):
         out[...] = 0
         return
     toff = tap_offsets(g.c, g.kh, g.kw, hp, wp, g.dh, g.dw)
-    xps = _scratch_planes("blocked.planes", parts, g.c, hp, wp, x.dtype)
+    xps = _scratch_planes("blocked.planes", parts, g.c * hp * wp, x.dtype)
     gos = scratch("blocked.grad_out", (parts, g.oh * g.ow * g.k + 16), x.dtype)
     partial = scratch("blocked.partial", (parts, taps * g.k), x.dtype)
     bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
