@@ -377,6 +377,18 @@ def _is_pointwise(g) -> bool:
     return (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1, 0, 0)
 
 
+def _simd_kernels(g, channels: int, dtype):
+    """The SIMD module that takes a forward or weight gradient of geometry ``g`` with
+    ``channels`` output (or grad_out) channels: :mod:`conv_blocked` for many taps in whole
+    channel blocks, :mod:`conv_few_taps` for few taps at stride 1, else None (GEMMs)."""
+    ckk = g.c * g.kh * g.kw
+    if ckk > DIRECT_MAX_TAPS and conv_blocked.fits(channels, dtype):
+        return conv_blocked
+    if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
+        return conv_few_taps
+    return None
+
+
 def forward(x, weight, bias, g, out):
     """Convolution: ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias``.
 
@@ -388,12 +400,9 @@ def forward(x, weight, bias, g, out):
     """
     if g.n == 0:
         return
-    ckk = g.c * g.kh * g.kw
-    if ckk > DIRECT_MAX_TAPS and conv_blocked.fits(g.k, x.dtype):
-        conv_blocked.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
-        return
-    if g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
-        conv_few_taps.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
+    kernels = _simd_kernels(g, g.k, x.dtype)
+    if kernels is not None:
+        kernels.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
         return
 
     def work(n0, n1):
@@ -491,12 +500,9 @@ def grad_weight(x, grad_out, g, out):
     """Weight gradient: the blocked kernel where it fits, else :func:`_grad_weight` on
     slices of the batch (:func:`_over_images`), each slice's sum into its own buffer, then
     added in slice order."""
-    ckk = g.c * g.kh * g.kw
-    if g.n and ckk > DIRECT_MAX_TAPS and conv_blocked.fits(g.k, x.dtype):
-        conv_blocked.grad_weight(x, grad_out, g, out)
-        return
-    if g.n and g.sh == g.sw == 1 and ckk <= DIRECT_MAX_TAPS:
-        conv_few_taps.grad_weight(x, grad_out, g, out)
+    kernels = _simd_kernels(g, g.k, x.dtype) if g.n else None
+    if kernels is not None:
+        kernels.grad_weight(x, grad_out, g, out)
         return
 
     def work(n0, n1, dst):

@@ -259,6 +259,15 @@ def fits(channels: int, dtype) -> bool:
     return vector_bytes(channels, dtype) > 0
 
 
+def sum_parts(partial):
+    """``partial[0] + partial[1] + ...`` in part order (the same bits on every run), into
+    ``partial[0]``, which is returned."""
+    total = partial[0]
+    for i in range(1, partial.shape[0]):
+        total += partial[i]
+    return total
+
+
 def _scratch_planes(name: str, parts: int, size: int, dtype) -> np.ndarray:
     # Rows rounded up to whole 64-byte lines so no two threads write one cache line.
     row = -(-size // 16) * 16 + 16
@@ -297,10 +306,10 @@ def grad_input(weight, grad_out, g, out):
     lo = np.clip(-((y - qh) // g.dh), 0, g.kh)  # ceil((qh - y) / dh)
     hi = np.clip(-((y - qh - g.oh) // g.dh), 0, g.kh)  # ceil((qh + OH - y) / dh)
     per_row = g.kw * g.k
-    first, end = lo * per_row, np.maximum(lo, hi) * per_row
+    first = (lo * per_row).astype(np.int64)
+    end = (np.maximum(lo, hi) * per_row).astype(np.int64)
     zero = np.zeros(g.c, weight.dtype)
     bases = pixel_offsets(g.h, g.w, 1, 1, wp)
-    first, end = first.astype(np.int64), end.astype(np.int64)
     _run_forward(grad_out, wt, zero, toff, bases, first, end, qh, qw, out, g.k * hp * wp)
 
 
@@ -332,7 +341,4 @@ def grad_weight(x, grad_out, g, out):
     bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
     vec = token(vector_bytes(g.k, x.dtype))
     _grad_weight(x, grad_out, toff, bases, g.ph, g.pw, parts, xps, gos, partial, vec)
-    total = partial[0]
-    for i in range(1, parts):  # in part order: the same bits on every run
-        total += partial[i]
-    out.reshape(g.k, taps)[...] = total.reshape(taps, g.k).T
+    out.reshape(g.k, taps)[...] = sum_parts(partial).reshape(taps, g.k).T

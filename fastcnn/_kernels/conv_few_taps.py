@@ -21,7 +21,7 @@ import numba
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._kernels.conv_blocked import _pad_into
+from fastcnn._kernels.conv_blocked import _pad_into, sum_parts
 from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vfma, vload, vstore, vsum, vzero
 from fastcnn._workspace import scratch
 
@@ -210,7 +210,4 @@ def grad_weight(x, grad_out, g, out):
     partial = scratch("few.partial", (parts, g.k * taps), x.dtype)
     vec = token(VECTOR_BYTES)
     _grad_weight(x, grad_out, g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial, vec)
-    gw = out.reshape(-1)
-    gw[:] = partial[0]
-    for i in range(1, parts):  # in part order: the same bits on every run
-        gw += partial[i]
+    out.reshape(-1)[:] = sum_parts(partial)
