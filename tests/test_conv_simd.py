@@ -1,12 +1,14 @@
-"""The SIMD convolutions (``fastcnn._kernels.conv_blocked``, ``conv_few_taps``) and their
-intrinsics (``fastcnn._simd``) against the reference.
+"""The SIMD convolutions (``fastcnn._kernels.conv_blocked``, ``conv_rows``,
+``conv_few_taps``) and their intrinsics (``fastcnn._simd``) against the reference.
 
 The shared case table has too few channels for the blocked paths, which need the output
 channels (forward, weight gradient) or the input channels (input gradient) in whole blocks
 of two SIMD vectors (``channel_block``: 32 float32 channels with 64-byte vectors, 16 with
 32-byte and 8 with 16-byte ones; half as many float64). The cases here are built from that
 block for every width this CPU has, and each test checks that the blocked kernel really
-ran, so none of them passes on a fallback path.
+ran, so none of them passes on a fallback path. The blocked tests keep the wrapped-rows
+kernels out (they would take the wide, few-channel cases); the wrapped-rows tests send
+every stride-1 case to them, wide rows or not.
 Tolerances as in ``test_functional_conv.py``.
 """
 
@@ -21,7 +23,7 @@ from fastcnn import functional as F
 from fastcnn import reference as R
 from fastcnn._config import jit
 from fastcnn._kernels import conv as conv_kernels
-from fastcnn._kernels import conv_blocked, conv_few_taps
+from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
 from fastcnn._simd import (
     VECTOR_BYTES,
     WIDTHS,
@@ -36,8 +38,8 @@ from fastcnn._simd import (
 )
 
 
-def _count_calls(monkeypatch, module):
-    calls = {"forward": 0, "grad_weight": 0}
+def _count_calls(monkeypatch, module, names=("forward", "grad_weight")):
+    calls = dict.fromkeys(names, 0)
     for name in calls:
         kernel = getattr(module, f"_{name}")
 
@@ -51,8 +53,21 @@ def _count_calls(monkeypatch, module):
 
 @pytest.fixture
 def blocked_calls(monkeypatch):
-    """Counts the calls of the two blocked kernels."""
+    """Counts the calls of the two blocked kernels, with the wrapped-rows kernel off."""
+    monkeypatch.setattr(conv_kernels, "_rows_fit", lambda *args: False)
     return _count_calls(monkeypatch, conv_blocked)
+
+
+@pytest.fixture
+def rows_calls(monkeypatch):
+    """Counts the calls of the wrapped-rows kernel, which takes every stride-1 forward
+    and input gradient with more than ``DIRECT_MAX_TAPS`` taps, whatever its rows."""
+
+    def forced(g, channels, row_width, dtype):
+        return g.sh == g.sw == 1 and g.c * g.kh * g.kw > conv_kernels.DIRECT_MAX_TAPS
+
+    monkeypatch.setattr(conv_kernels, "_rows_fit", forced)
+    return _count_calls(monkeypatch, conv_rows, ("forward",))
 
 
 @pytest.fixture
@@ -157,6 +172,104 @@ def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):
     want = R.conv2d_grad_weight(x, (block, 1, 5, 5), grad_out)
     assert blocked_calls["grad_weight"] == 1
     assert_close(got, want, dtype, atol=atol_for(dtype, 75))
+
+
+# --- wrapped rows ----------------------------------------------------------------------
+
+ROWS_CASES = [
+    pytest.param((2, 16, 12, 32), (32, 16, 3, 3), {"padding": 1}, id="cifar-like"),
+    pytest.param((1, 3, 7, 9), (5, 3, 3, 3), {}, id="batch1-odd-sizes"),
+    pytest.param((2, 4, 9, 30), (1, 4, 3, 3), {"padding": (2, 1)}, id="one-channel-out"),
+    pytest.param((3, 2, 11, 40), (13, 2, 3, 5), {"padding": (1, 2)}, id="non-square-kernel"),
+    pytest.param((2, 5, 20, 33), (7, 5, 3, 3), {"dilation": 2, "padding": 2}, id="dilation2"),
+    pytest.param((2, 6, 3, 41), (6, 6, 3, 3), {}, id="one-output-row"),
+    pytest.param((2, 3, 6, 6), (6, 3, 3, 3), {"padding": 3}, id="padding-gt-reach"),
+    pytest.param((2, 20, 5, 8), (3, 20, 1, 1), {}, id="kernel-1x1"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "kwargs"), ROWS_CASES)
+def test_rows_conv_matches_reference(x_shape, w_shape, kwargs, dtype, threads, rows_calls):
+    rng = make_rng(13)
+    x = randn(rng, x_shape, dtype)
+    weight = randn(rng, w_shape, dtype, scale=0.2)
+    bias = randn(rng, w_shape[0], dtype)
+    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
+    check_conv(x, weight, bias, grad_out, kwargs)
+    k, _, kh, kw = weight.shape
+    padding = np.broadcast_to(kwargs.get("padding", 0), 2)
+    reach = np.broadcast_to(kwargs.get("dilation", 1), 2) * (np.array([kh, kw]) - 1)
+    # The input gradient is a wrapped-rows forward where it can be.
+    input_grad = (padding <= reach).all() and k * kh * kw > conv_kernels.DIRECT_MAX_TAPS
+    assert rows_calls["forward"] == 1 + input_grad
+
+
+@pytest.mark.parametrize("band_bytes", [1, 3000])
+def test_rows_conv_in_bands(band_bytes, monkeypatch, threads, rows_calls):
+    """Output rows in bands of one row, and of a few rows that do not divide OH: the
+    blocks that run past a band's end are dropped and computed again in the next."""
+    monkeypatch.setattr(conv_rows, "BAND_BYTES", band_bytes)
+    rng = make_rng(14)
+    x = randn(rng, (2, 5, 13, 17), np.float64)
+    weight = randn(rng, (6, 5, 3, 3), np.float64)
+    grad_out = randn(rng, (2, 6, 13, 17), np.float64)
+    check_conv(x, weight, randn(rng, 6, np.float64), grad_out, {"padding": 1})
+    assert rows_calls["forward"] == 2
+
+
+@SPECIAL_VALUES
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_conv_nan_inf_like_the_reference(dtype, threads, rows_calls):
+    """NaN and inf at row ends and starts stay in the output pixels that meet them: the
+    dropped pixels past each row's end read them, the kept ones do not."""
+    rng = make_rng(15)
+    x = randn(rng, (2, 3, 6, 20), dtype)
+    weight = randn(rng, (5, 3, 3, 3), dtype)
+    bias = randn(rng, 5, dtype)
+    grad_out = randn(rng, (2, 5, 6, 20), dtype)
+    x[0, 1, 2, 0], x[0, 2, 3, 19], x[1, 0, 5, 19] = np.nan, np.inf, -np.inf
+    grad_out[1, 2, 0, 19], grad_out[0, 4, 4, 0] = -np.inf, np.nan
+    check_conv(x, weight, bias, grad_out, {"padding": 1})
+    assert rows_calls["forward"] == 2
+    weight[4, 1, 0, 2] = np.inf  # the input gradient leaves for the GEMM path
+    check_conv(x, weight, bias, grad_out, {"padding": 1})
+    assert rows_calls["forward"] == 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_conv_bitwise_repeatable(dtype, threads, rows_calls):
+    rng = make_rng(16)
+    x = randn(rng, (5, 6, 9, 30), dtype)
+    weight = randn(rng, (7, 6, 3, 3), dtype)
+    grad_out = randn(rng, (5, 7, 9, 30), dtype)
+    for op in (
+        lambda: F.conv2d(x, weight, padding=1),
+        lambda: F.conv2d_grad_input(x.shape, weight, grad_out, padding=1),
+    ):
+        np.testing.assert_array_equal(op(), op())
+    assert rows_calls["forward"] == 4
+
+
+def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
+    """Unforced: wide rows with at most one full-width channel block take the wrapped
+    rows (both ways), narrow rows or two full blocks the blocked kernel."""
+    dtype = np.dtype(np.float32)
+    block = conv_blocked.channel_block(dtype)
+    rows = _count_calls(monkeypatch, conv_rows, ("forward",))
+    blocked = _count_calls(monkeypatch, conv_blocked)
+    rng = make_rng(17)
+
+    def run(c, k, width):
+        x = randn(rng, (2, c, 5, width), dtype)
+        weight = randn(rng, (k, c, 3, 3), dtype)
+        F.conv2d(x, weight, padding=1)
+        F.conv2d_grad_input(x.shape, weight, randn(rng, (2, k, 5, width), dtype), padding=1)
+        return rows["forward"], blocked["forward"]
+
+    assert run(block // 2, block, 32) == (2, 0)  # cifar-16x32
+    assert run(2 * block, 2 * block, 32) == (2, 2)  # cifar-64x64
+    assert run(block, block, 11) == (2, 4)  # mnist-conv2-like rows: 2*8 > 13
 
 
 # --- few taps --------------------------------------------------------------------------

@@ -10,6 +10,10 @@ every function here is ``fastcnn.reference.conv``.
 Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_weight``,
 ``grad_bias``):
 
+- stride 1, more than ``DIRECT_MAX_TAPS`` taps, wide rows and few channels (at most one
+  full-width channel block of the blocked kernel, or channel counts it does not take):
+  the forward and the input gradient of :mod:`fastcnn._kernels.conv_rows`, SIMD along
+  wrapped output rows (:func:`_rows_fit`);
 - channels in whole blocks of two SIMD vectors (e.g. 8, 16, 32, 64 float32 channels) and
   more than ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
   :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward and weight
@@ -49,7 +53,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._kernels import conv_blocked, conv_few_taps
+from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
 from fastcnn._threads import run_slices, slices, sum_over_slices
 from fastcnn._workspace import scratch
 
@@ -389,20 +393,43 @@ def _simd_kernels(g, channels: int, dtype):
     return None
 
 
+def _rows_fit(g, channels: int, row_width: int, dtype) -> bool:
+    """Whether a forward-type convolution of geometry ``g`` with ``channels`` output
+    channels, whose padded source rows are ``row_width`` wide, runs on :mod:`conv_rows`:
+    stride 1, more taps than ``DIRECT_MAX_TAPS``, rows wide enough
+    (:func:`conv_rows.pays`), and the blocked kernel not at its best, which needs at
+    least two channel blocks at full vector width (measured, cifar-16x32 at 2 threads:
+    forward, K = 32, 4.3 -> 3.7-4.1 ms; input gradient, C = 16, 5.7-8.7 -> 3.8-4.2 ms;
+    cifar-64x64 a tie or slower)."""
+    return (
+        g.sh == g.sw == 1
+        and g.c * g.kh * g.kw > DIRECT_MAX_TAPS
+        and conv_rows.pays(row_width, g.dw * (g.kw - 1))
+        and (
+            conv_blocked.vector_bytes(channels, dtype) < conv_blocked.VECTOR_BYTES
+            or channels <= conv_blocked.channel_block(dtype)
+        )
+    )
+
+
 def forward(x, weight, bias, g, out):
     """Convolution: ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias``.
 
-    ``bias`` is (K,) or None. The blocked or few-taps kernels where they fit (see the
-    module docstring); otherwise GEMMs, on slices of the batch (:func:`_over_images`):
-    stride 1 takes the wrapped path of :func:`_forward_wrapped`; other strides, per tile,
-    im2col, then one (batched) GEMM that writes the tile's pixels of the NCHW output in
-    place.
+    ``bias`` is (K,) or None. The SIMD kernels where they fit (see the module docstring):
+    wide rows at stride 1 take :mod:`conv_rows`; otherwise GEMMs, on slices of the batch
+    (:func:`_over_images`): stride 1 takes the wrapped path of :func:`_forward_wrapped`;
+    other strides, per tile, im2col, then one (batched) GEMM that writes the tile's pixels
+    of the NCHW output in place.
     """
     if g.n == 0:
         return
+    bias_or_zero = _bias_or_zero(bias, g.k, x.dtype)
+    if _rows_fit(g, g.k, g.w + 2 * g.pw, x.dtype):
+        conv_rows.forward(x, weight, bias_or_zero, g, out)
+        return
     kernels = _simd_kernels(g, g.k, x.dtype)
     if kernels is not None:
-        kernels.forward(x, weight, _bias_or_zero(bias, g.k, x.dtype), g, out)
+        kernels.forward(x, weight, bias_or_zero, g, out)
         return
 
     def work(n0, n1):
@@ -470,11 +497,17 @@ def _forward_wrapped(x, weight, bias, g, out):
 
 
 def grad_input(weight, grad_out, g, out):
-    """Input gradient: the blocked kernel where it fits (:func:`_blocked_grad_input_fits`),
-    else :func:`_grad_input` on slices of the batch (:func:`_over_images`)."""
-    if g.n and _blocked_grad_input_fits(weight, g):
-        conv_blocked.grad_input(weight, grad_out, g, out)
-        return
+    """Input gradient: at stride 1 a forward convolution of the padded grad_out where it
+    can be (:func:`_as_forward`): by :mod:`conv_rows` on wide rows, else by the blocked
+    kernel in whole channel blocks; otherwise :func:`_grad_input` on slices of the batch
+    (:func:`_over_images`)."""
+    if g.n and _as_forward(weight, g):
+        if _rows_fit(g._replace(c=g.k), g.c, g.w + g.dw * (g.kw - 1), weight.dtype):
+            conv_rows.grad_input(weight, grad_out, g, out)
+            return
+        if conv_blocked.fits(g.c, weight.dtype):
+            conv_blocked.grad_input(weight, grad_out, g, out)
+            return
 
     def work(n0, n1):
         _grad_input(weight, grad_out[n0:n1], g._replace(n=n1 - n0), out[n0:n1])
@@ -482,16 +515,16 @@ def grad_input(weight, grad_out, g, out):
     _over_images(g.n, work)
 
 
-def _blocked_grad_input_fits(weight, g) -> bool:
-    """The blocked input gradient convolves grad_out padded by ``d*(k-1) - p``: stride 1,
-    that padding not negative, whole channel blocks, and a finite weight (the padding
-    zeros meet every weight, and ``inf * 0`` would be NaN where the reference has no term)."""
+def _as_forward(weight, g) -> bool:
+    """Whether the input gradient may run as the forward convolution of grad_out padded by
+    ``d*(k-1) - p``: stride 1, that padding not negative, more taps than
+    ``DIRECT_MAX_TAPS``, and a finite weight (the padding zeros meet every weight, and
+    ``inf * 0`` would be NaN where the reference has no term)."""
     return (
         g.sh == g.sw == 1
         and g.ph <= g.dh * (g.kh - 1)
         and g.pw <= g.dw * (g.kw - 1)
         and g.k * g.kh * g.kw > DIRECT_MAX_TAPS
-        and conv_blocked.fits(g.c, weight.dtype)
         and _all_finite(weight)
     )
 

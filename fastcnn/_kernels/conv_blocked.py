@@ -289,7 +289,18 @@ def grad_input(weight, grad_out, g, out):
     """Stride-1 input gradient ``out (N, C, H, W)``: the forward convolution of grad_out
     (N, K, OH, OW), zero-padded by ``d*(k-1) - p`` on each side, with the weight flipped in
     space and transposed to (C, K, KH, KW). Needs C a multiple of :func:`channel_block`,
-    ``p <= d*(k-1)``, and a finite weight (the padding zeros meet every weight).
+    ``p <= d*(k-1)``, and a finite weight (the padding zeros meet every weight)."""
+    wt, toff, first, end, (qh, qw), (hp, wp) = grad_input_operands(weight, g)
+    zero = np.zeros(g.c, weight.dtype)
+    bases = pixel_offsets(g.h, g.w, 1, 1, wp)
+    _run_forward(grad_out, wt, zero, toff, bases, first, end, qh, qw, out, g.k * hp * wp)
+
+
+def grad_input_operands(weight, g):
+    """The operands of a stride-1 input gradient computed as a forward convolution:
+    ``(wt, toff, first, end, (qh, qw), (hp, wp))``, with grad_out padded by ``(qh, qw) =
+    d*(k-1) - p`` to planes of ``hp x wp``, the flipped weight as (taps, C) flat, and
+    tap offsets and per-row tap ranges for :func:`_forward`.
 
     The taps go in (i, j, k) order, so those of one kernel row are contiguous, and each
     output row sums only the kernel rows that reach real rows of grad_out: skipping the
@@ -308,9 +319,7 @@ def grad_input(weight, grad_out, g, out):
     per_row = g.kw * g.k
     first = (lo * per_row).astype(np.int64)
     end = (np.maximum(lo, hi) * per_row).astype(np.int64)
-    zero = np.zeros(g.c, weight.dtype)
-    bases = pixel_offsets(g.h, g.w, 1, 1, wp)
-    _run_forward(grad_out, wt, zero, toff, bases, first, end, qh, qw, out, g.k * hp * wp)
+    return wt, toff, first, end, (qh, qw), (hp, wp)
 
 
 def _run_forward(src, wt, bias, toff, bases, first, end, ph, pw, out, plane_size):
