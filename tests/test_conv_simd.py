@@ -60,14 +60,15 @@ def blocked_calls(monkeypatch):
 
 @pytest.fixture
 def rows_calls(monkeypatch):
-    """Counts the calls of the wrapped-rows kernel, which takes every stride-1 forward
-    and input gradient with more than ``DIRECT_MAX_TAPS`` taps, whatever its rows."""
+    """Counts the calls of the wrapped-rows kernels, which take every stride-1 forward,
+    input gradient and (finite x) weight gradient with more than ``DIRECT_MAX_TAPS``
+    taps, whatever their rows."""
 
     def forced(g, channels, row_width, dtype):
         return g.sh == g.sw == 1 and g.c * g.kh * g.kw > conv_kernels.DIRECT_MAX_TAPS
 
     monkeypatch.setattr(conv_kernels, "_rows_fit", forced)
-    return _count_calls(monkeypatch, conv_rows, ("forward",))
+    return _count_calls(monkeypatch, conv_rows)
 
 
 @pytest.fixture
@@ -202,7 +203,7 @@ def test_rows_conv_matches_reference(x_shape, w_shape, kwargs, dtype, threads, r
     reach = np.broadcast_to(kwargs.get("dilation", 1), 2) * (np.array([kh, kw]) - 1)
     # The input gradient is a wrapped-rows forward where it can be.
     input_grad = (padding <= reach).all() and k * kh * kw > conv_kernels.DIRECT_MAX_TAPS
-    assert rows_calls["forward"] == 1 + input_grad
+    assert rows_calls == {"forward": 1 + input_grad, "grad_weight": 1}
 
 
 @pytest.mark.parametrize("band_bytes", [1, 3000])
@@ -215,26 +216,38 @@ def test_rows_conv_in_bands(band_bytes, monkeypatch, threads, rows_calls):
     weight = randn(rng, (6, 5, 3, 3), np.float64)
     grad_out = randn(rng, (2, 6, 13, 17), np.float64)
     check_conv(x, weight, randn(rng, 6, np.float64), grad_out, {"padding": 1})
-    assert rows_calls["forward"] == 2
+    assert rows_calls == {"forward": 2, "grad_weight": 1}
 
 
 @SPECIAL_VALUES
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rows_conv_nan_inf_like_the_reference(dtype, threads, rows_calls):
     """NaN and inf at row ends and starts stay in the output pixels that meet them: the
-    dropped pixels past each row's end read them, the kept ones do not."""
+    dropped pixels past each row's end read them, the kept ones do not. A non-finite x
+    sends the weight gradient elsewhere (its dropped pixels multiply x by zero), an
+    infinite weight the input gradient (its padding zeros meet every weight)."""
     rng = make_rng(15)
     x = randn(rng, (2, 3, 6, 20), dtype)
     weight = randn(rng, (5, 3, 3, 3), dtype)
     bias = randn(rng, 5, dtype)
     grad_out = randn(rng, (2, 5, 6, 20), dtype)
-    x[0, 1, 2, 0], x[0, 2, 3, 19], x[1, 0, 5, 19] = np.nan, np.inf, -np.inf
     grad_out[1, 2, 0, 19], grad_out[0, 4, 4, 0] = -np.inf, np.nan
     check_conv(x, weight, bias, grad_out, {"padding": 1})
-    assert rows_calls["forward"] == 2
-    weight[4, 1, 0, 2] = np.inf  # the input gradient leaves for the GEMM path
+    assert rows_calls == {"forward": 2, "grad_weight": 1}
+    x[0, 1, 2, 0], x[0, 2, 3, 19], x[1, 0, 5, 19] = np.nan, np.inf, -np.inf
     check_conv(x, weight, bias, grad_out, {"padding": 1})
-    assert rows_calls["forward"] == 3
+    assert rows_calls == {"forward": 4, "grad_weight": 1}
+    weight[4, 1, 0, 2] = np.inf
+    check_conv(x, weight, bias, grad_out, {"padding": 1})
+    assert rows_calls == {"forward": 5, "grad_weight": 1}
+
+
+def test_rows_grad_weight_needs_room_for_its_partial_sums(monkeypatch, threads, rows_calls):
+    monkeypatch.setattr(conv_rows, "PARTIAL_BYTES", 0)
+    rng = make_rng(18)
+    x = randn(rng, (2, 3, 6, 20), np.float32)
+    F.conv2d_grad_weight(x, (5, 3, 3, 3), randn(rng, (2, 5, 4, 18), np.float32))
+    assert rows_calls["grad_weight"] == 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -246,30 +259,38 @@ def test_rows_conv_bitwise_repeatable(dtype, threads, rows_calls):
     for op in (
         lambda: F.conv2d(x, weight, padding=1),
         lambda: F.conv2d_grad_input(x.shape, weight, grad_out, padding=1),
+        lambda: F.conv2d_grad_weight(x, weight.shape, grad_out, padding=1),
     ):
         np.testing.assert_array_equal(op(), op())
-    assert rows_calls["forward"] == 4
+    assert rows_calls == {"forward": 4, "grad_weight": 2}
 
 
 def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
     """Unforced: wide rows with at most one full-width channel block take the wrapped
-    rows (both ways), narrow rows or two full blocks the blocked kernel."""
+    rows (all three ways), narrow rows or two full blocks the blocked kernels."""
     dtype = np.dtype(np.float32)
     block = conv_blocked.channel_block(dtype)
-    rows = _count_calls(monkeypatch, conv_rows, ("forward",))
+    rows = _count_calls(monkeypatch, conv_rows)
     blocked = _count_calls(monkeypatch, conv_blocked)
     rng = make_rng(17)
 
     def run(c, k, width):
         x = randn(rng, (2, c, 5, width), dtype)
         weight = randn(rng, (k, c, 3, 3), dtype)
+        grad_out = randn(rng, (2, k, 5, width), dtype)
         F.conv2d(x, weight, padding=1)
-        F.conv2d_grad_input(x.shape, weight, randn(rng, (2, k, 5, width), dtype), padding=1)
-        return rows["forward"], blocked["forward"]
+        F.conv2d_grad_input(x.shape, weight, grad_out, padding=1)
+        F.conv2d_grad_weight(x, weight.shape, grad_out, padding=1)
+        counts = (dict(rows), dict(blocked))
+        for calls in (rows, blocked):
+            calls.update(dict.fromkeys(calls, 0))
+        return counts
 
-    assert run(block // 2, block, 32) == (2, 0)  # cifar-16x32
-    assert run(2 * block, 2 * block, 32) == (2, 2)  # cifar-64x64
-    assert run(block, block, 11) == (2, 4)  # mnist-conv2-like rows: 2*8 > 13
+    both = {"forward": 2, "grad_weight": 1}
+    none = {"forward": 0, "grad_weight": 0}
+    assert run(block // 2, block, 32) == (both, none)  # cifar-16x32
+    assert run(2 * block, 2 * block, 32) == (none, both)  # cifar-64x64
+    assert run(block, block, 11) == (none, both)  # narrow rows: 8 * 2 > 13
 
 
 # --- few taps --------------------------------------------------------------------------

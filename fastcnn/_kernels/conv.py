@@ -12,8 +12,8 @@ Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_w
 
 - stride 1, more than ``DIRECT_MAX_TAPS`` taps, wide rows and few channels (at most one
   full-width channel block of the blocked kernel, or channel counts it does not take):
-  the forward and the input gradient of :mod:`fastcnn._kernels.conv_rows`, SIMD along
-  wrapped output rows (:func:`_rows_fit`);
+  the forward, input gradient and weight gradient of :mod:`fastcnn._kernels.conv_rows`,
+  SIMD along wrapped output rows (:func:`_rows_fit`, :func:`_rows_grad_weight_fits`);
 - channels in whole blocks of two SIMD vectors (e.g. 8, 16, 32, 64 float32 channels) and
   more than ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
   :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward and weight
@@ -533,6 +533,9 @@ def grad_weight(x, grad_out, g, out):
     """Weight gradient: the blocked kernel where it fits, else :func:`_grad_weight` on
     slices of the batch (:func:`_over_images`), each slice's sum into its own buffer, then
     added in slice order."""
+    if g.n and _rows_grad_weight_fits(x, g):
+        conv_rows.grad_weight(x, grad_out, g, out)
+        return
     kernels = _simd_kernels(g, g.k, x.dtype) if g.n else None
     if kernels is not None:
         kernels.grad_weight(x, grad_out, g, out)
@@ -543,6 +546,18 @@ def grad_weight(x, grad_out, g, out):
 
     parts = slices(g.n)
     sum_over_slices(parts, work, out, lambda each: _over_images(g.n, each, parts))
+
+
+def _rows_grad_weight_fits(x, g) -> bool:
+    """The wrapped-rows weight gradient: where the forward would take wrapped rows
+    (:func:`_rows_fit`), with its per-lane partial sums small enough to stay in the cache
+    (:func:`conv_rows.partials_fit`) and a finite x (the dropped pixels read x, times zero).
+    Measured, cifar-16x32 at 2 threads, interleaved: 6.5-6.6 -> 5.3-5.6 ms."""
+    return (
+        _rows_fit(g, g.k, g.w + 2 * g.pw, x.dtype)
+        and conv_rows.partials_fit(g.k * g.c * g.kh * g.kw, x.dtype)
+        and _all_finite(x)
+    )
 
 
 def _over_images(n: int, work, parts=None) -> None:

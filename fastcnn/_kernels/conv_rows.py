@@ -13,10 +13,14 @@ blocks are stored with whole vector stores, with no transposition.
 - ``forward``: ``y = conv2d(x, w) + bias``, any channel counts, padding and dilation;
 - ``grad_input``: the stride-1 input gradient, as the forward convolution of the
   zero-padded ``grad_out`` with the flipped, transposed weight (as in
-  :func:`fastcnn._kernels.conv_blocked.grad_input`, whose operands it uses).
+  :func:`fastcnn._kernels.conv_blocked.grad_input`, whose operands it uses);
+- ``grad_weight``: :func:`_grad_weight`, a block of 4 channels x 3 taps over the vectors
+  of wrapped pixels of each image, with ``grad_out`` copied into wrapped rows whose
+  dropped pixels are zero (so x must be finite: ``0 * inf`` is NaN); the sums stay per
+  lane across images and are added once at the end.
 
 The batch runs in ``parts`` (one per thread, a static split); each part owns its rows of
-the scratch arrays. Taps are summed in order, so results are bitwise repeatable. The
+the scratch arrays. Sums run in a fixed order, so results are bitwise repeatable. The
 obvious twin is ``fastcnn.reference.conv``.
 """
 
@@ -27,19 +31,26 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._kernels.conv_blocked import _pad_into, grad_input_operands, tap_offsets
+from fastcnn._kernels.conv_blocked import _pad_into, grad_input_operands, sum_parts, tap_offsets
 from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vfma, vload, vstore
 from fastcnn._workspace import scratch
 
 CHANNELS = 4  # output channels per block
 PIXEL_VECTORS = 3  # vectors of wrapped pixels per block
 BAND_BYTES = 256 << 10  # wrapped output rows per band: K x rows x WP fit in this (L2)
+PARTIAL_BYTES = 512 << 10  # the weight gradient's per-lane partial sums, per thread (L2)
 
 
 def pays(row_width: int, reach: int) -> bool:
     """Whether wrapped rows pay for a padded row of ``row_width`` pixels whose last
     ``reach`` = ``dw*(kw - 1)`` wrapped pixels are dropped: at most an eighth wasted."""
     return 8 * reach <= row_width
+
+
+def partials_fit(weight_size: int, dtype) -> bool:
+    """Whether the weight gradient's per-lane partial sums of a weight of ``weight_size``
+    elements (``lanes`` per element, per thread) fit in :data:`PARTIAL_BYTES`."""
+    return weight_size * VECTOR_BYTES <= PARTIAL_BYTES
 
 
 @jit(parallel=True)
@@ -114,6 +125,88 @@ def _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, y, parts, xps, t
                         y[b, kk, oy, :] = tmp[s : s + ow]
 
 
+@jit(parallel=True)
+def _grad_weight(x, grad_out, toff, wp, ph, pw, parts, xps, gos, partial, vec):
+    """``partial[part, (k*taps + t)*lanes + l] = sum over the part's images b and the wrapped
+    pixels q = l (mod lanes) of wrapped(grad_out[b])[k, q] * padded(x[b])[toff[t] + q]``:
+    the weight gradient (K, taps) of each part, lane by lane; the caller adds the lanes and
+    the parts in order.
+
+    x (N, C, H, W), finite (the dropped pixels read it, times zero); grad_out (N, K, OH,
+    OW), any K; toff (taps,): offsets of the taps in padded planes of width ``wp``; vec:
+    the vector width, a :func:`fastcnn._simd.token`. Scratch: xps (parts, C*HP*WP +
+    2*lanes), gos (parts, K*stride) with ``stride`` = (OH - 1)*WP + OW rounded up to
+    whole vectors, partial (parts, K*taps*lanes).
+
+    Per image, a block of 4 channels x 3 taps (12 accumulators, loaded from and stored to
+    the part's partial sums) runs over the vectors of wrapped pixels: 4 loads of
+    ``grad_out``, 3 of the padded planes, 12 fused multiply-adds.
+    """
+    n = x.shape[0]
+    k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    taps = toff.size
+    lane = lanes(partial[0], vec)
+    stride = gos.shape[1] // k
+    for part in prange(parts):
+        xp, go, acc = xps[part], gos[part], partial[part]
+        xp[:] = 0
+        go[:] = 0  # the dropped pixels of every row, and the tail, stay zero
+        acc[:] = 0
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            _pad_into(x[b], ph, pw, xp)
+            for kk in range(k):
+                for oy in range(oh):
+                    start = kk * stride + oy * wp
+                    go[start : start + ow] = grad_out[b, kk, oy]
+            for k0 in range(0, k, CHANNELS):
+                # A short last block repeats its last channel or tap: the repeats load,
+                # add and store the same sums as the originals, so nothing changes.
+                k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
+                g0, g1, g2, g3 = k0 * stride, k1 * stride, k2 * stride, k3 * stride
+                row = taps * lane  # the partial sums of one channel
+                h0, h1, h2, h3 = k0 * row, k1 * row, k2 * row, k3 * row
+                for t0 in range(0, taps, 3):
+                    t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
+                    s0, s1, s2 = toff[t0], toff[t1], toff[t2]
+                    u0, u1, u2 = t0 * lane, t1 * lane, t2 * lane
+                    a00 = vload(acc, h0 + u0, vec)
+                    a01 = vload(acc, h0 + u1, vec)
+                    a02 = vload(acc, h0 + u2, vec)
+                    a10 = vload(acc, h1 + u0, vec)
+                    a11 = vload(acc, h1 + u1, vec)
+                    a12 = vload(acc, h1 + u2, vec)
+                    a20 = vload(acc, h2 + u0, vec)
+                    a21 = vload(acc, h2 + u1, vec)
+                    a22 = vload(acc, h2 + u2, vec)
+                    a30 = vload(acc, h3 + u0, vec)
+                    a31 = vload(acc, h3 + u1, vec)
+                    a32 = vload(acc, h3 + u2, vec)
+                    for q in range(0, stride, lane):
+                        c0 = vload(xp, s0 + q, vec)
+                        c1 = vload(xp, s1 + q, vec)
+                        c2 = vload(xp, s2 + q, vec)
+                        v = vload(go, g0 + q, vec)
+                        a00, a01, a02 = vfma(v, c0, a00), vfma(v, c1, a01), vfma(v, c2, a02)
+                        v = vload(go, g1 + q, vec)
+                        a10, a11, a12 = vfma(v, c0, a10), vfma(v, c1, a11), vfma(v, c2, a12)
+                        v = vload(go, g2 + q, vec)
+                        a20, a21, a22 = vfma(v, c0, a20), vfma(v, c1, a21), vfma(v, c2, a22)
+                        v = vload(go, g3 + q, vec)
+                        a30, a31, a32 = vfma(v, c0, a30), vfma(v, c1, a31), vfma(v, c2, a32)
+                    vstore(acc, h0 + u0, a00)
+                    vstore(acc, h0 + u1, a01)
+                    vstore(acc, h0 + u2, a02)
+                    vstore(acc, h1 + u0, a10)
+                    vstore(acc, h1 + u1, a11)
+                    vstore(acc, h1 + u2, a12)
+                    vstore(acc, h2 + u0, a20)
+                    vstore(acc, h2 + u1, a21)
+                    vstore(acc, h2 + u2, a22)
+                    vstore(acc, h3 + u0, a30)
+                    vstore(acc, h3 + u1, a31)
+                    vstore(acc, h3 + u2, a32)
+
+
 def forward(x, weight, bias, g, out):
     """Stride-1 ``out (N, K, OH, OW) = conv2d(x (N, C, H, W), weight (K, C, KH, KW)) + bias
     (K,)``, any padding and dilation."""
@@ -148,3 +241,23 @@ def _run(src, wt, bias, toff, first, end, wp, ph, pw, out, plane_size):
     tmps = scratch("rows.band", (parts, (k + CHANNELS) * stride), src.dtype)
     vec = token(VECTOR_BYTES)
     _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, out, parts, xps, tmps, vec)
+
+
+def grad_weight(x, grad_out, g, out):
+    """Stride-1 weight gradient ``out (K, C, KH, KW)`` from a finite x (N, C, H, W) and
+    grad_out (N, K, OH, OW), any padding and dilation; lanes and parts added in order."""
+    parts = min(g.n, numba.get_num_threads())
+    if parts == 0:
+        out[...] = 0
+        return
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    taps = g.c * g.kh * g.kw
+    lane = VECTOR_BYTES // x.itemsize
+    stride = -(-((g.oh - 1) * wp + g.ow) // lane) * lane
+    toff = tap_offsets(g.c, g.kh, g.kw, hp, wp, g.dh, g.dw)
+    xps = scratch("rows.planes", (parts, g.c * hp * wp + lane + 16), x.dtype)
+    gos = scratch("rows.grad_out", (parts, g.k * stride), x.dtype)
+    partial = scratch("rows.partial", (parts, g.k * taps * lane), x.dtype)
+    vec = token(VECTOR_BYTES)
+    _grad_weight(x, grad_out, toff, wp, g.ph, g.pw, parts, xps, gos, partial, vec)
+    out.reshape(-1)[:] = sum_parts(partial).reshape(g.k * taps, lane).sum(axis=1)
