@@ -267,7 +267,7 @@ def test_rows_conv_bitwise_repeatable(dtype, threads, rows_calls):
 
 def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
     """Unforced: wide rows with at most one full-width channel block take the wrapped
-    rows (all three ways), narrow rows or two full blocks the blocked kernels."""
+    rows (all three ways), narrower rows or two full blocks the blocked kernels."""
     dtype = np.dtype(np.float32)
     block = conv_blocked.channel_block(dtype)
     rows = _count_calls(monkeypatch, conv_rows)
@@ -291,6 +291,12 @@ def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
     assert run(block // 2, block, 32) == (both, none)  # cifar-16x32
     assert run(2 * block, 2 * block, 32) == (none, both)  # cifar-64x64
     assert run(block, block, 11) == (none, both)  # narrow rows: 8 * 2 > 13
+    assert run(block, 2 * block, 14) == (none, both)  # one full block: 16 * 2 > 16
+    # Narrow vectors (the input gradient's C = 16): 8 * 2 <= 16.
+    assert run(block // 2, block, 14) == (
+        {"forward": 1, "grad_weight": 0},
+        {"forward": 1, "grad_weight": 1},
+    )
 
 
 # --- few taps --------------------------------------------------------------------------

@@ -396,20 +396,22 @@ def _simd_kernels(g, channels: int, dtype):
 def _rows_fit(g, channels: int, row_width: int, dtype) -> bool:
     """Whether a forward-type convolution of geometry ``g`` with ``channels`` output
     channels, whose padded source rows are ``row_width`` wide, runs on :mod:`conv_rows`:
-    stride 1, more taps than ``DIRECT_MAX_TAPS``, rows wide enough
-    (:func:`conv_rows.pays`), and the blocked kernel not at its best, which needs at
-    least two channel blocks at full vector width (measured, cifar-16x32 at 2 threads:
-    forward, K = 32, 4.3 -> 3.7-4.1 ms; input gradient, C = 16, 5.7-8.7 -> 3.8-4.2 ms;
-    cifar-64x64 a tie or slower)."""
-    return (
-        g.sh == g.sw == 1
-        and g.c * g.kh * g.kw > DIRECT_MAX_TAPS
-        and conv_rows.pays(row_width, g.dw * (g.kw - 1))
-        and (
-            conv_blocked.vector_bytes(channels, dtype) < conv_blocked.VECTOR_BYTES
-            or channels <= conv_blocked.channel_block(dtype)
-        )
-    )
+    stride 1, more than ``DIRECT_MAX_TAPS`` taps, and fewer dropped pixels per row than
+    the blocked kernel would lose elsewhere. That kernel is at its best with two or more
+    channel blocks at full vector width (then never); with one, rows win where at most a
+    sixteenth of each row is dropped; on narrower vectors (or channel counts it does not
+    take), where at most an eighth is. Measured at 2 threads, interleaved in one process
+    (ms, rows / blocked): cifar-16x32 (a 34-wide padded row) forward 4.9-5.2 / 6.2-6.3,
+    input gradient (C = 16) 4.9-5.3 / 6.8-6.9, weight gradient 5.5 / 6.7; C = 16 on 16-wide
+    rows: forward 1.2-1.3 / 1.3, input gradient 1.5 / 1.7-1.8; C = 32 on 16-wide rows
+    (``fastcnn train``'s second convolution), input gradient 4.4 / 3.6."""
+    if not (g.sh == g.sw == 1 and g.c * g.kh * g.kw > DIRECT_MAX_TAPS):
+        return False
+    if conv_blocked.vector_bytes(channels, dtype) == conv_blocked.VECTOR_BYTES:
+        if channels > conv_blocked.channel_block(dtype):
+            return False
+        return conv_rows.pays(row_width, g.dw * (g.kw - 1), 16)
+    return conv_rows.pays(row_width, g.dw * (g.kw - 1), 8)
 
 
 def forward(x, weight, bias, g, out):

@@ -41,10 +41,10 @@ BAND_BYTES = 256 << 10  # wrapped output rows per band: K x rows x WP fit in thi
 PARTIAL_BYTES = 512 << 10  # the weight gradient's per-lane partial sums, per thread (L2)
 
 
-def pays(row_width: int, reach: int) -> bool:
-    """Whether wrapped rows pay for a padded row of ``row_width`` pixels whose last
-    ``reach`` = ``dw*(kw - 1)`` wrapped pixels are dropped: at most an eighth wasted."""
-    return 8 * reach <= row_width
+def pays(row_width: int, reach: int, share: int) -> bool:
+    """Whether at most ``1/share`` of a padded row of ``row_width`` pixels is dropped: its
+    last ``reach`` = ``dw*(kw - 1)`` wrapped pixels."""
+    return share * reach <= row_width
 
 
 def partials_fit(weight_size: int, dtype) -> bool:
