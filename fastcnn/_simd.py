@@ -19,7 +19,11 @@ code (an integer literal would send each call through Numba's compiler first).
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
   inf as in ``a * b + c``);
 - :func:`vsum` ``(v)``: the sum of the lanes, as a pairwise tree (halves added lane by lane
-  until one is left: the same order on every call).
+  until one is left: the same order on every call);
+- :func:`vcopy` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] = src[s : s + n]`` a vector
+  at a time (a jitted function built on the intrinsics): rows of a vector or more copy
+  1.4-1.7x faster than by slice assignment (measured: padding 16 planes of 32x32, 4.5-5.7
+  against 7.6-8.0 us per image; shorter rows stay slice assignments, which won there).
 
 A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
 kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here.
@@ -32,6 +36,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+from fastcnn._config import jit
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
 
@@ -176,3 +182,20 @@ def vsum(typingctx, v):
         return builder.extract_element(acc, cgutils.int32_t(0))
 
     return v.dtype(v), codegen
+
+
+@jit()
+def vcopy(src, s, dst, d, n, width):
+    """``dst[d : d + n] = src[s : s + n]`` for 1-D C-contiguous arrays of one float dtype:
+    whole vectors (the last one overlapping the one before it) where ``n >= lanes``, a
+    slice assignment below. Unchecked like :func:`vload`; the runs must not overlap."""
+    lane = lanes(src, width)
+    if n < lane:
+        dst[d : d + n] = src[s : s + n]
+        return
+    last = n - lane
+    i = 0
+    while i < last:
+        vstore(dst, d + i, vload(src, s + i, width))
+        i += lane
+    vstore(dst, d + last, vload(src, s + last, width))

@@ -30,6 +30,7 @@ from fastcnn._simd import (
     lanes,
     token,
     vbroadcast,
+    vcopy,
     vfma,
     vload,
     vstore,
@@ -376,6 +377,21 @@ def test_vsum_adds_the_lanes_pairwise(dtype, nbytes):
         half = want.shape[1] // 2
         want = want[:, :half] + want[:, half:]
     np.testing.assert_array_equal(_sums(a, token(nbytes)), want[:, 0])
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vcopy_copies_exactly_the_run(dtype, nbytes):
+    """Runs shorter than a vector, of one, between one and two, and of several vectors,
+    at odd offsets: the run is copied and nothing around it is touched."""
+    lane = nbytes // np.dtype(dtype).itemsize
+    src = randn(make_rng(19), 8 * lane, dtype)
+    for n in (0, 1, lane - 1, lane, lane + 1, 2 * lane + 3, 5 * lane):
+        dst = np.full(8 * lane, -7, dtype)
+        vcopy(src, 3, dst, 5, n, token(nbytes))
+        want = np.full(8 * lane, -7, dtype)
+        want[5 : 5 + n] = src[3 : 3 + n]
+        np.testing.assert_array_equal(dst, want)
 
 
 def test_simd_rejects_other_types():

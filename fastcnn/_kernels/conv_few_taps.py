@@ -22,7 +22,18 @@ from numba import prange
 
 from fastcnn._config import jit
 from fastcnn._kernels.conv_blocked import _pad_into, sum_parts
-from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vfma, vload, vstore, vsum, vzero
+from fastcnn._simd import (
+    VECTOR_BYTES,
+    lanes,
+    token,
+    vbroadcast,
+    vcopy,
+    vfma,
+    vload,
+    vstore,
+    vsum,
+    vzero,
+)
 from fastcnn._workspace import scratch
 
 PIXEL_VECTORS = 3  # vectors of output pixels per block of the forward
@@ -31,15 +42,14 @@ TAPS = 3  # taps per block of the weight gradient
 
 
 @jit()
-def _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, stride, cols):
+def _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, stride, cols, vec):
     """Row ``t = (ci*KH + i)*KW + j`` of the column matrix, ``cols[t*stride : t*stride + OH*OW]``,
     holds the pixels of padded planes xp (C, HP, WP, flat) that tap t meets (stride 1)."""
     for t in range(c * kh * kw):
         ci, i, j = t // (kh * kw), t // kw % kh, t % kw
         for oy in range(oh):
             start = (ci * hp + oy + i * dh) * wp + j * dw
-            dst = t * stride + oy * ow
-            cols[dst : dst + ow] = xp[start : start + ow]
+            vcopy(xp, start, cols, t * stride + oy * ow, ow, vec)
 
 
 @jit(parallel=True)
@@ -68,8 +78,8 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
         xp[:] = 0
         cols[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
-            _pad_into(x[b], ph, pw, xp)
-            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, padded, cols)
+            _pad_into(x[b], ph, pw, xp, vec)
+            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, padded, cols, vec)
             for k0 in range(0, k, CHANNELS):
                 # A short last block repeats its last channel, storing the same values.
                 k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
@@ -140,8 +150,8 @@ def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial
         xp[:] = 0
         acc[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
-            _pad_into(x[b], ph, pw, xp)
-            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, p, cols)
+            _pad_into(x[b], ph, pw, xp, vec)
+            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, p, cols, vec)
             go = grad_out[b].reshape(-1)
             for k0 in range(0, k, CHANNELS):
                 k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)

@@ -32,7 +32,7 @@ from numba import prange
 
 from fastcnn._config import jit
 from fastcnn._kernels.conv_blocked import _pad_into, grad_input_operands, sum_parts, tap_offsets
-from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vfma, vload, vstore
+from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vcopy, vfma, vload, vstore
 from fastcnn._workspace import scratch
 
 CHANNELS = 4  # output channels per block
@@ -76,7 +76,7 @@ def _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, y, parts, xps, t
         xp, tmp = xps[part], tmps[part]
         xp[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
-            _pad_into(src[b], ph, pw, xp)
+            _pad_into(src[b], ph, pw, xp, vec)
             for oy0 in range(0, oh, band):
                 oy1 = min(oh, oy0 + band)
                 start, stop = oy0 * wp, (oy1 - 1) * wp + ow
@@ -119,10 +119,11 @@ def _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, y, parts, xps, t
                         vstore(tmp, o3, a30)
                         vstore(tmp, o3 + lane, a31)
                         vstore(tmp, o3 + 2 * lane, a32)
+                yb = y[b].reshape(-1)
                 for kk in range(k):
                     for oy in range(oy0, oy1):
                         s = kk * stride + (oy - oy0) * wp
-                        y[b, kk, oy, :] = tmp[s : s + ow]
+                        vcopy(tmp, s, yb, (kk * oh + oy) * ow, ow, vec)
 
 
 @jit(parallel=True)
@@ -153,11 +154,11 @@ def _grad_weight(x, grad_out, toff, wp, ph, pw, parts, xps, gos, partial, vec):
         go[:] = 0  # the dropped pixels of every row, and the tail, stay zero
         acc[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
-            _pad_into(x[b], ph, pw, xp)
+            _pad_into(x[b], ph, pw, xp, vec)
+            gb = grad_out[b].reshape(-1)
             for kk in range(k):
                 for oy in range(oh):
-                    start = kk * stride + oy * wp
-                    go[start : start + ow] = grad_out[b, kk, oy]
+                    vcopy(gb, (kk * oh + oy) * ow, go, kk * stride + oy * wp, ow, vec)
             for k0 in range(0, k, CHANNELS):
                 # A short last block repeats its last channel or tap: the repeats load,
                 # add and store the same sums as the originals, so nothing changes.
