@@ -31,7 +31,13 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._kernels.conv_blocked import _pad_into, grad_input_operands, sum_parts, tap_offsets
+from fastcnn._kernels.conv_blocked import (
+    _pad_into,
+    every_tap,
+    grad_input_operands,
+    sum_parts,
+    tap_offsets,
+)
 from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vcopy, vfma, vload, vstore
 from fastcnn._workspace import scratch
 
@@ -214,7 +220,7 @@ def forward(x, weight, bias, g, out):
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     wt = np.ascontiguousarray(weight.reshape(g.k, -1).T).reshape(-1)
     toff = tap_offsets(g.c, g.kh, g.kw, hp, wp, g.dh, g.dw)
-    first, end = np.zeros(g.oh, np.int64), np.full(g.oh, toff.size, np.int64)  # every tap
+    first, end = every_tap(g.oh, toff.size)
     _run(x, wt, bias, toff, first, end, wp, g.ph, g.pw, out, g.c * hp * wp)
 
 
