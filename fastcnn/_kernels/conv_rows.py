@@ -53,9 +53,10 @@ def pays(row_width: int, reach: int, share: int) -> bool:
     return share * reach <= row_width
 
 
-def partials_fit(weight_size: int, dtype) -> bool:
+def partials_fit(weight_size: int) -> bool:
     """Whether the weight gradient's per-lane partial sums of a weight of ``weight_size``
-    elements (``lanes`` per element, per thread) fit in :data:`PARTIAL_BYTES`."""
+    elements (a vector of :data:`VECTOR_BYTES` per element, per thread) fit in
+    :data:`PARTIAL_BYTES`."""
     return weight_size * VECTOR_BYTES <= PARTIAL_BYTES
 
 
