@@ -9,8 +9,14 @@ import os
 import numba
 
 # LLVM fast-math flags that keep IEEE NaN and inf semantics: no ``nnan`` / ``ninf``,
-# and no ``afn`` (approximate exp/log would break agreement with the reference).
-FASTMATH = frozenset({"nsz", "arcp", "contract", "reassoc"})
+# and no ``afn`` (approximate exp/log would break agreement with the reference). No
+# ``reassoc`` either: it lets LLVM reorder additions as it pleases, and it pleased
+# differently for a kernel compiled in the process and the same kernel loaded from
+# Numba's cache (measured: the last bits of the cross-entropy and batch-norm gradients on
+# batches of 30, so a training run's result depended on whether the cache was warm;
+# without ``reassoc`` all 112 op/shape/dtype cases agreed). Sums that must vectorise are
+# written out with fastcnn._simd instead.
+FASTMATH = frozenset({"nsz", "arcp", "contract"})
 
 JIT_OPTIONS = {
     "cache": True,

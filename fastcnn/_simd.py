@@ -1,4 +1,4 @@
-"""Explicit SIMD vectors for Numba kernels: a register-sized vector type and five intrinsics.
+"""Explicit SIMD vectors for Numba kernels: a register-sized vector type and its intrinsics.
 
 LLVM's auto-vectoriser works on one innermost loop and keeps its accumulators in memory,
 so a convolution written as plain loops runs at a fraction of the FMA rate. A
@@ -16,6 +16,8 @@ code (an integer literal would send each call through Numba's compiler first).
 - :func:`vload` ``(a, i, width)`` / :func:`vstore` ``(a, i, v)``: ``a[i : i + lanes]`` of a
   1-D C-contiguous array, unaligned, *unchecked* (the caller keeps ``i + lanes <= a.size``);
 - :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
+- :func:`vfill` ``(a, value, width)``: ``value``, cast to ``a``'s dtype, in every lane;
+- :func:`vadd` ``(u, v)`` / :func:`vsub` ``(u, v)``: ``u + v`` / ``u - v`` lane by lane;
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
   inf as in ``a * b + c``);
 - :func:`vsum` ``(v)``: the sum of the lanes, as a pairwise tree (halves added lane by lane
@@ -23,7 +25,14 @@ code (an integer literal would send each call through Numba's compiler first).
 - :func:`vcopy` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] = src[s : s + n]`` a vector
   at a time (a jitted function built on the intrinsics): rows of a vector or more copy
   1.4-1.7x faster than by slice assignment (measured: padding 16 planes of 32x32, 4.5-5.7
-  against 7.6-8.0 us per image; shorter rows stay slice assignments, which won there).
+  against 7.6-8.0 us per image; shorter rows stay slice assignments, which won there);
+- :func:`centred_sums` ``(a, ma, b, mb, s, n, width)``: ``sum(a - ma)`` and
+  ``sum((a - ma) * (b - mb))`` over a run, in an order fixed by the code (jitted too).
+
+Sums are written out here rather than left to LLVM's vectoriser because that needs the
+``reassoc`` fast-math flag, which lets LLVM pick the order of additions anew in each
+compile: a kernel compiled in a process and the same kernel loaded from Numba's cache gave
+different bits (see :mod:`fastcnn._config`).
 
 A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
 kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here.
@@ -151,6 +160,40 @@ def vbroadcast(typingctx, a, i, width):
 
 
 @intrinsic
+def vfill(typingctx, a, value, width):
+    vec = _vector("vfill", a, width)
+    if not isinstance(value, (types.Float, types.Integer)):
+        raise TypeError(f"vfill: needs a number, got {value}")
+
+    def codegen(context, builder, sig, args):
+        scalar = context.cast(builder, args[1], sig.args[1], a.dtype)
+        vtype = context.get_value_type(vec)
+        one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, cgutils.int32_t(0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
+        return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
+
+    return vec(a, value, width), codegen
+
+
+def _lanewise(name, op):
+    def typer(typingctx, u, v):
+        if not (isinstance(u, Vector) and u == v):
+            raise TypeError(f"{name}: needs two vectors of one type, got {u}, {v}")
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+
+        return u(u, v), codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+vadd = _lanewise("vadd", "fadd")
+vsub = _lanewise("vsub", "fsub")
+
+
+@intrinsic
 def vfma(typingctx, a, b, c):
     if not (isinstance(a, Vector) and a == b == c):
         raise TypeError(f"vfma: needs three vectors of one type, got {a}, {b}, {c}")
@@ -199,3 +242,49 @@ def vcopy(src, s, dst, d, n, width):
         vstore(dst, d + i, vload(src, s + i, width))
         i += lane
     vstore(dst, d + last, vload(src, s + last, width))
+
+
+@jit()
+def centred_sums(a, ma, b, mb, s, n, width):
+    """``(sum(a[q] - ma), sum((a[q] - ma) * (b[q] - mb)))`` over ``q`` in ``[s, s + n)``.
+
+    ``a``, ``b``: 1-D C-contiguous arrays of one float dtype, unchecked like :func:`vload`;
+    ``b = None`` stands for ``a`` and ``ma`` (the second sum is then ``sum((a - ma)**2)``,
+    for one load and one subtraction per element). ``ma``, ``mb``: numbers, cast to the
+    dtype; both sums are in the dtype. The order is fixed: four vector accumulators take
+    turns over blocks of four vectors, whole vectors left over go to the first, the four
+    are added as ``(0 + 1) + (2 + 3)`` and then their lanes by :func:`vsum`, and the
+    elements past the last whole vector are added in order.
+    """
+    lane = lanes(a, width)
+    va, vb = vfill(a, ma, width), vfill(a, mb, width)
+    s0 = s1 = s2 = s3 = vzero(a, width)
+    p0 = p1 = p2 = p3 = vzero(a, width)
+    q, end = s, s + n
+    while q + 4 * lane <= end:
+        d0, d1 = vsub(vload(a, q, width), va), vsub(vload(a, q + lane, width), va)
+        d2, d3 = vsub(vload(a, q + 2 * lane, width), va), vsub(vload(a, q + 3 * lane, width), va)
+        if b is None:
+            e0, e1, e2, e3 = d0, d1, d2, d3
+        else:
+            e0, e1 = vsub(vload(b, q, width), vb), vsub(vload(b, q + lane, width), vb)
+            e2 = vsub(vload(b, q + 2 * lane, width), vb)
+            e3 = vsub(vload(b, q + 3 * lane, width), vb)
+        s0, s1, s2, s3 = vadd(s0, d0), vadd(s1, d1), vadd(s2, d2), vadd(s3, d3)
+        p0, p1 = vfma(d0, e0, p0), vfma(d1, e1, p1)
+        p2, p3 = vfma(d2, e2, p2), vfma(d3, e3, p3)
+        q += 4 * lane
+    while q + lane <= end:
+        d0 = vsub(vload(a, q, width), va)
+        e0 = d0 if b is None else vsub(vload(b, q, width), vb)
+        s0, p0 = vadd(s0, d0), vfma(d0, e0, p0)
+        q += lane
+    total = vsum(vadd(vadd(s0, s1), vadd(s2, s3)))
+    product = vsum(vadd(vadd(p0, p1), vadd(p2, p3)))
+    ma_, mb_ = a.dtype.type(ma), a.dtype.type(mb)
+    while q < end:
+        d = a[q] - ma_
+        total += d
+        product += d * (d if b is None else b[q] - mb_)
+        q += 1
+    return total, product

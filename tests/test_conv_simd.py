@@ -27,13 +27,17 @@ from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
 from fastcnn._simd import (
     VECTOR_BYTES,
     WIDTHS,
+    centred_sums,
     lanes,
     token,
+    vadd,
     vbroadcast,
     vcopy,
+    vfill,
     vfma,
     vload,
     vstore,
+    vsub,
     vsum,
     vzero,
 )
@@ -392,6 +396,75 @@ def test_vcopy_copies_exactly_the_run(dtype, nbytes):
         want = np.full(8 * lane, -7, dtype)
         want[5 : 5 + n] = src[3 : 3 + n]
         np.testing.assert_array_equal(dst, want)
+
+
+@jit()
+def _lanewise_ops(x, y, value, out, vec):
+    lane = lanes(x, vec)
+    for i in range(0, x.size, lane):
+        u, v = vload(x, i, vec), vload(y, i, vec)
+        vstore(out, i, vsub(vadd(u, v), vfill(x, value, vec)))
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vadd_vsub_vfill(dtype, nbytes):
+    rng = make_rng(23)
+    lane = nbytes // np.dtype(dtype).itemsize
+    x, y = randn(rng, 3 * lane, dtype), randn(rng, 3 * lane, dtype)
+    x[1], y[2] = np.inf, np.nan
+    out = np.empty_like(x)
+    _lanewise_ops(x, y, 0.1, out, token(nbytes))  # 0.1 is cast to the dtype
+    np.testing.assert_array_equal(out, (x + y) - np.dtype(dtype).type(0.1))
+
+
+def _centred_sum_in_order(a, ma, lane):
+    """The first sum of ``centred_sums``, in its documented order, in NumPy."""
+    d = a - a.dtype.type(ma)
+    acc = np.zeros((4, lane), a.dtype)
+    q = 0
+    while q + 4 * lane <= d.size:
+        acc += d[q : q + 4 * lane].reshape(4, lane)
+        q += 4 * lane
+    while q + lane <= d.size:
+        acc[0] += d[q : q + lane]
+        q += lane
+    v = (acc[0] + acc[1]) + (acc[2] + acc[3])
+    while v.size > 1:
+        v = v[: v.size // 2] + v[v.size // 2 :]
+    total = v[0]
+    for e in d[q:]:
+        total += e
+    return total
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_centred_sums(dtype, nbytes):
+    """Runs of no, one, part of a, whole, four and more vectors at an odd offset: the
+    plain sum follows the documented order bit for bit, the product sum agrees with
+    float64, and on small integers (where every order is exact) both are exact."""
+    lane = nbytes // np.dtype(dtype).itemsize
+    rng = make_rng(29)
+    vec = token(nbytes)
+    for n in (0, 1, lane - 1, lane, 4 * lane - 1, 4 * lane, 4 * lane + 1, 9 * lane + 3):
+        a, b = randn(rng, n + 5, dtype), randn(rng, n + 5, dtype)
+        total, product = centred_sums(a, 0.25, b, -0.5, 3, n, vec)
+        assert total == _centred_sum_in_order(a[3 : 3 + n], 0.25, lane)
+        want = np.sum((a[3 : 3 + n] - 0.25).astype(np.float64) * (b[3 : 3 + n] + 0.5))
+        assert abs(product - want) <= 1e-5 * max(1.0, np.abs(a).sum() * np.abs(b).sum())
+        total, squares = centred_sums(a, 0.25, None, 7.0, 3, n, vec)  # b = a, mb = ma
+        assert total == _centred_sum_in_order(a[3 : 3 + n], 0.25, lane)
+        want = np.sum((a[3 : 3 + n] - 0.25).astype(np.float64) ** 2)
+        assert abs(squares - want) <= 1e-5 * max(1.0, want)
+        ints_a = rng.integers(-8, 9, n + 5).astype(dtype)
+        ints_b = rng.integers(-8, 9, n + 5).astype(dtype)
+        total, product = centred_sums(ints_a, 1, ints_b, 2, 3, n, vec)
+        assert total == np.sum(ints_a[3 : 3 + n] - 1)
+        assert product == np.sum((ints_a[3 : 3 + n] - 1) * (ints_b[3 : 3 + n] - 2))
+        assert centred_sums(ints_a, 1, None, 0, 3, n, vec)[1] == np.sum(
+            (ints_a[3 : 3 + n] - 1) ** 2
+        )
 
 
 def test_simd_rejects_other_types():

@@ -54,6 +54,7 @@ from numba import prange
 
 from fastcnn._config import jit
 from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
+from fastcnn._simd import VECTOR_BYTES, centred_sums, token
 from fastcnn._threads import run_slices, slices, sum_over_slices
 from fastcnn._workspace import scratch
 
@@ -313,19 +314,19 @@ def _add_bias(y, bias):
 
 
 @jit(parallel=True)
-def _sum_bias(grad_out, out):
+def _sum_bias(grad_out, out, width):
     """``out[k] = sum over n, p of grad_out[n, k, p]`` for grad_out (N, K, P), out (K,).
 
-    Parallel over channels: each iteration owns ``out[k]`` and sums its rows serially.
+    Parallel over channels: each iteration owns ``out[k]``. A row's sum is in the dtype,
+    in SIMD vectors (:func:`fastcnn._simd.centred_sums`); the rows are added in float64.
     """
-    # An explicit loop, not ``.sum()``: Numba's array sum compiled inside this kernel gave
-    # other bits than the same kernel loaded from the cache, breaking bitwise resume.
     n, k, p = grad_out.shape
+    flat = grad_out.reshape(-1)
+    zero = flat.dtype.type(0)
     for ki in prange(k):
-        acc = out.dtype.type(0)
+        acc = 0.0
         for b in range(n):
-            for i in range(p):
-                acc += grad_out[b, ki, i]
+            acc += centred_sums(flat, zero, None, zero, (b * k + ki) * p, p, width)[0]
         out[ki] = acc
 
 
@@ -700,4 +701,4 @@ def _grad_weight_wrapped(x, grad_out, g, gw):
 def grad_bias(grad_out, out):
     """Bias gradient: ``out (K,)`` = sum of grad_out (N, K, OH, OW) over images and positions."""
     n, k, oh, ow = grad_out.shape
-    _sum_bias(grad_out.reshape(n, k, oh * ow), out)
+    _sum_bias(grad_out.reshape(n, k, oh * ow), out, token(VECTOR_BYTES))

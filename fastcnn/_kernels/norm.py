@@ -3,9 +3,10 @@
 The training kernels run ``prange`` over channels: a channel's statistics, its output
 values and its parameter gradients are touched by one iteration only, so nothing races.
 One channel's data (N planes of H*W values) is small enough to stay in cache across the
-passes. Sums run in the input dtype over one plane (where they vectorise) and are
-accumulated across planes in float64, so float32 statistics stay accurate to about 1e-6
-relative; the variance is a second pass over ``x - mean`` (no cancellation).
+passes. Sums run in the input dtype over one plane (in SIMD vectors, by
+:func:`fastcnn._simd.centred_sums`) and are accumulated across planes in float64, so
+float32 statistics stay accurate to about 1e-6 relative; the variance is a second pass
+over ``x - mean`` (no cancellation).
 """
 
 import math
@@ -14,33 +15,46 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._simd import VECTOR_BYTES, centred_sums, token
 
 
-@jit(parallel=True)
 def forward_train(x, weight, bias, eps, y, mean, var):
     """Normalise with batch statistics. Returns the per-channel inverse std (float64).
 
-    x, y: (N, C, HW); weight, bias: (C,); eps: float. Fills ``mean`` and the biased
-    ``var`` (both float64, (C,)) and y = (x - mean) * invstd * weight + bias.
+    x, y: (N, C, HW) C-contiguous; weight, bias: (C,); eps: float. Fills ``mean`` and the
+    biased ``var`` (both float64, (C,)) and y = (x - mean) * invstd * weight + bias.
     """
+    return _forward_train(x, weight, bias, eps, y, mean, var, token(VECTOR_BYTES))
+
+
+def backward(grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias):
+    """Gradients of training-mode batch norm (statistics from the batch).
+
+    grad_out, x, grad_x: (N, C, HW) C-contiguous; weight, mean, invstd, grad_weight,
+    grad_bias: (C,). With xhat = (x - mean) * invstd and M = N*HW values per channel:
+    grad_bias = sum(g), grad_weight = sum(g * xhat),
+    grad_x = weight * invstd * (g - grad_bias / M - xhat * grad_weight / M).
+    """
+    _backward(
+        grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias, token(VECTOR_BYTES)
+    )
+
+
+@jit(parallel=True)
+def _forward_train(x, weight, bias, eps, y, mean, var, width):
     n, c, hw = x.shape
     count = n * hw
+    flat = x.reshape(-1)
+    zero = x.dtype.type(0)
     invstd = np.empty(c, np.float64)
     for ch in prange(c):
         total = 0.0
         for i in range(n):
-            plane = x.dtype.type(0)
-            for k in range(hw):
-                plane += x[i, ch, k]
-            total += plane
+            total += centred_sums(flat, zero, None, zero, (i * c + ch) * hw, hw, width)[0]
         mu = x.dtype.type(total / count)
         total = 0.0
         for i in range(n):
-            plane = x.dtype.type(0)
-            for k in range(hw):
-                d = x[i, ch, k] - mu
-                plane += d * d
-            total += plane
+            total += centred_sums(flat, mu, None, zero, (i * c + ch) * hw, hw, width)[1]
         mean[ch] = mu
         var[ch] = total / count
         invstd[ch] = 1.0 / math.sqrt(var[ch] + eps)
@@ -71,27 +85,17 @@ def forward_eval(x, weight, bias, mean, invstd, y):
 
 
 @jit(parallel=True)
-def backward(grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias):
-    """Gradients of training-mode batch norm (statistics from the batch).
-
-    grad_out, x, grad_x: (N, C, HW); weight, mean, invstd, grad_weight, grad_bias: (C,).
-    With xhat = (x - mean) * invstd and M = N*HW values per channel:
-    grad_bias = sum(g), grad_weight = sum(g * xhat),
-    grad_x = weight * invstd * (g - grad_bias / M - xhat * grad_weight / M).
-    """
+def _backward(grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias, width):
     n, c, hw = x.shape
     count = n * hw
+    g_flat, x_flat = grad_out.reshape(-1), x.reshape(-1)
+    zero = x.dtype.type(0)
     for ch in prange(c):
         mu = mean[ch]
         sum_g = 0.0
         sum_gd = 0.0
         for i in range(n):
-            plane_g = x.dtype.type(0)
-            plane_gd = x.dtype.type(0)
-            for k in range(hw):
-                g = grad_out[i, ch, k]
-                plane_g += g
-                plane_gd += g * (x[i, ch, k] - mu)
+            plane_g, plane_gd = centred_sums(g_flat, zero, x_flat, mu, (i * c + ch) * hw, hw, width)
             sum_g += plane_g
             sum_gd += plane_gd
         istd = float(invstd[ch])
