@@ -26,10 +26,17 @@ JIT_OPTIONS = {
 }
 
 
-def jit(parallel=False):
-    """Return the ``numba.njit`` decorator every fastcnn kernel uses."""
+def jit(parallel=False, inline="never"):
+    """Return the ``numba.njit`` decorator every fastcnn kernel uses.
+
+    ``inline="always"`` is for small helpers called once per row in a hot loop: Numba
+    inlines them in its own IR. Left to LLVM, a helper with a runtime length was not
+    inlined, and each call passed its arrays as some twenty stack arguments: a row copy
+    by ``_simd.vcopy`` took about 20 ns a call, 6x the copy itself (measured).
+    """
     # Numba wants a mutable set (a frozenset is rejected at compile time).
-    return numba.njit(parallel=parallel, **{**JIT_OPTIONS, "fastmath": set(FASTMATH)})
+    options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}
+    return numba.njit(parallel=parallel, inline=inline, **options)
 
 
 # Numba's default workqueue layer aborts when two Python threads run parallel

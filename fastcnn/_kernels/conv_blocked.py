@@ -84,17 +84,11 @@ def every_tap(oh: int, taps: int) -> tuple[np.ndarray, np.ndarray]:
 @jit()
 def _pad_into(src, ph, pw, xp, vec):
     """Copy one image ``src`` (C, H, W) into the interiors of xp's zero-padded planes
-    (C, H + 2*ph, W + 2*pw, flat; the borders must already be zero), a row at a time:
-    rows of a vector ``vec`` or more by :func:`fastcnn._simd.vcopy`."""
+    (C, H + 2*ph, W + 2*pw, flat; the borders must already be zero), a row at a time by
+    :func:`fastcnn._simd.vcopy`."""
     c, h, w = src.shape
     wp = w + 2 * pw
     size = (h + 2 * ph) * wp
-    if w < lanes(xp, vec):  # slice assignments: faster on short rows (measured)
-        for ci in range(c):
-            for y in range(h):
-                start = ci * size + (ph + y) * wp + pw
-                xp[start : start + w] = src[ci, y]
-        return
     flat = src.reshape(-1)
     for ci in range(c):
         for y in range(h):
