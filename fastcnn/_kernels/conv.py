@@ -54,7 +54,7 @@ from numba import prange
 
 from fastcnn._config import jit
 from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
-from fastcnn._simd import VECTOR_BYTES, centred_sums, token
+from fastcnn._simd import VECTOR_BYTES, centred_sums, token, vcopy
 from fastcnn._threads import run_slices, slices, sum_over_slices
 from fastcnn._workspace import scratch
 
@@ -160,7 +160,7 @@ def _col2im(cols, tile, kh, kw, sh, sw, ph, pw, dh, dw, ow, out, image_row, imag
 
 
 @jit(parallel=True)
-def _pad_planes(x, n0, nb, ph, pw, xp):
+def _pad_planes(x, n0, nb, ph, pw, xp, vec):
     """Copy images ``n0 .. n0+nb-1`` of x (N, C, H, W) into xp (nb*C*HP*WP + tail,) as
     zero-padded planes of HP = H + 2*ph rows of WP = W + 2*pw; the tail is zeroed.
 
@@ -173,13 +173,10 @@ def _pad_planes(x, n0, nb, ph, pw, xp):
         xp[:] = 0  # the borders; the interiors are overwritten below
     else:
         xp[nb * c * size :] = 0
+    flat = x.reshape(-1)
     for t in prange(nb * c):
-        b = t // c
-        ci = t - b * c
         for y in range(h):
-            # Whole-row slice copies: several times faster here than element loops.
-            start = t * size + (ph + y) * wp + pw
-            xp[start : start + w] = x[n0 + b, ci, y]
+            vcopy(flat, (n0 * c + t) * h * w + y * w, xp, t * size + (ph + y) * wp + pw, w, vec)
 
 
 @jit(parallel=True)
@@ -209,7 +206,7 @@ def _im2col_wrap(xp, nb, c, hp, wp, kh, kw, dh, dw, oy0, length, cols, image_row
 
 
 @jit(parallel=True)
-def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col):
+def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col, vec):
     """Copy images ``n0 .. n0+nb-1`` of src (N, K, OH, OW) into wrapped rows of width WP,
     zero in the columns ``ox >= OW``: channel ``k`` of image ``b`` goes to
     ``dst[b*image_row + k, b*image_col : b*image_col + OH*WP]`` (layouts as in
@@ -218,6 +215,8 @@ def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col):
     Parallel over (image, channel) pairs: each writes its own wrapped row.
     """
     k, oh, ow = src.shape[1], src.shape[2], src.shape[3]
+    flat = src.reshape(-1)
+    zero = flat.dtype.type(0)
     for t in prange(nb * k):
         b = t // k
         ki = t - b * k
@@ -225,12 +224,13 @@ def _wrap_rows(src, n0, nb, wp, dst, image_row, image_col):
         base = b * image_col
         for oy in range(oh):
             q = base + oy * wp
-            row[q : q + ow] = src[n0 + b, ki, oy]
-            row[q + ow : q + wp] = 0
+            vcopy(flat, ((n0 * k + t) * oh + oy) * ow, row, q, ow, vec)
+            for i in range(q + ow, q + wp):
+                row[i] = zero
 
 
 @jit(parallel=True)
-def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
+def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out, vec):
     """Stride-1 col2im of wrapped columns, then the crop of the padding: for nb images,
     ``out[n0+b]`` (C, H, W) gets the sum of the taps of ``cols`` (CKK, nb*OH*WP), the
     images' columns side by side.
@@ -256,9 +256,9 @@ def _col2im_wrap(cols, n0, hp, wp, kh, kw, dh, dw, ph, pw, plane_size, xp, out):
                 acc = plane[i * dh * wp + j * dw : i * dh * wp + j * dw + length]
                 for q in range(length):
                     acc[q] += row[q]
-        dst = out[n0 + b, ci]
+        dst = out[n0 + b, ci].reshape(-1)
         for y in range(h):
-            dst[y] = plane[(ph + y) * wp + pw : (ph + y) * wp + pw + w]
+            vcopy(xp, t * plane_size + (ph + y) * wp + pw, dst, y * w, w, vec)
 
 
 @jit()
@@ -489,7 +489,7 @@ def _forward_wrapped(x, weight, bias, g, out):
     for n0 in range(0, g.n, nb):
         m = min(nb, g.n - n0)
         xp_m = xp[: m * g.c * hp * wp + tail]
-        _pad_planes(x, n0, m, g.ph, g.pw, xp_m)
+        _pad_planes(x, n0, m, g.ph, g.pw, xp_m, token(VECTOR_BYTES))
         for oy0 in range(0, g.oh, rows):
             length = (min(g.oh, oy0 + rows) - oy0) * wp
             tmp = tmp_buf[: g.k * m * length].reshape(g.k, m * length)
@@ -660,13 +660,14 @@ def _grad_input_wrapped(weight, grad_out, g, out):
     cols_buf = scratch("conv.cols", (nb * ckk * length,), grad_out.dtype)
     xp = scratch("conv.padded", (nb * g.c * plane,), grad_out.dtype)
     w2d_t = weight.reshape(g.k, ckk).T
+    vec = token(VECTOR_BYTES)
     for n0 in range(0, g.n, nb):
         m = min(nb, g.n - n0)
         go_w = go_buf[: g.k * m * length].reshape(g.k, m * length)
-        _wrap_rows(grad_out, n0, m, wp, go_w, 0, length)
+        _wrap_rows(grad_out, n0, m, wp, go_w, 0, length, vec)
         cols = cols_buf[: ckk * m * length].reshape(ckk, m * length)
         np.matmul(w2d_t, go_w, out=cols)  # one GEMM for the whole chunk
-        _col2im_wrap(cols, n0, hp, wp, g.kh, g.kw, g.dh, g.dw, g.ph, g.pw, plane, xp, out)
+        _col2im_wrap(cols, n0, hp, wp, g.kh, g.kw, g.dh, g.dw, g.ph, g.pw, plane, xp, out, vec)
 
 
 def _grad_weight_wrapped(x, grad_out, g, gw):
@@ -683,14 +684,15 @@ def _grad_weight_wrapped(x, grad_out, g, gw):
     cols_buf = scratch("conv.cols", (nb * ckk * length,), x.dtype)
     go_buf = scratch("conv.grad_out", (nb * g.k * length,), x.dtype)
     partial = scratch("conv.partial", (g.k, ckk), x.dtype)
+    vec = token(VECTOR_BYTES)
     for n0 in range(0, g.n, nb):
         m = min(nb, g.n - n0)
         xp_m = xp[: m * g.c * hp * wp + tail]
-        _pad_planes(x, n0, m, g.ph, g.pw, xp_m)
+        _pad_planes(x, n0, m, g.ph, g.pw, xp_m, vec)
         cols = cols_buf[: ckk * m * length].reshape(ckk, m * length)
         _im2col_wrap(xp_m, m, g.c, hp, wp, g.kh, g.kw, g.dh, g.dw, 0, length, cols, 0, length)
         go_w = go_buf[: g.k * m * length].reshape(g.k, m * length)
-        _wrap_rows(grad_out, n0, m, wp, go_w, 0, length)
+        _wrap_rows(grad_out, n0, m, wp, go_w, 0, length, vec)
         if n0 == 0:
             np.matmul(go_w, cols.T, out=gw)
         else:

@@ -124,7 +124,7 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
                         count = p - q0
                         for i, ki in enumerate((k0, k1, k2, k3)):
                             start = (b * k + ki) * p + q0
-                            yf[start : start + count] = tail[i * block : i * block + count]
+                            vcopy(tail, i * block, yf, start, count, vec)
 
 
 @jit(parallel=True)
