@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -375,3 +376,20 @@ def test_bad_options_exit_with_usage_error(argv, capsys):
         bench.main(argv)
     assert exc.value.code == 2
     assert "fastcnn bench" in capsys.readouterr().err
+
+
+def test_training_loop_script_runs_both_libraries_in_turns(capsys):
+    """benchmarks/training_loop.py on 4 real batches in blocks of 2: both libraries time
+    every block, and the line it prints carries the ratio."""
+    pytest.importorskip("torch")
+    mnist = Path(__file__).parents[1].parent / "shared/data/mnist"
+    if not (mnist / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("real MNIST files absent")
+    script = Path(__file__).parents[1] / "benchmarks/training_loop.py"
+    spec = importlib.util.spec_from_file_location("training_loop", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    per_step = module.main(["--mnist", str(mnist), "--block", "2", "--batches", "4"])
+    assert {name: len(times) for name, times in per_step.items()} == {"fastcnn": 2, "torch": 2}
+    assert all(t > 0 for times in per_step.values() for t in times)
+    assert "fastcnn/torch" in capsys.readouterr().out
