@@ -144,17 +144,21 @@ def vstore(typingctx, a, i, v):
     return types.none(a, i, v), codegen
 
 
+def _splat(context, builder, vec, scalar):
+    """LLVM IR: ``scalar`` in every lane of a ``vec`` (insert into lane 0, then shuffle)."""
+    vtype = context.get_value_type(vec)
+    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, cgutils.int32_t(0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
+    return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
+
+
 @intrinsic
 def vbroadcast(typingctx, a, i, width):
     vec = _vector("vbroadcast", a, width)
 
     def codegen(context, builder, sig, args):
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        scalar = builder.load(ptr)
-        vtype = context.get_value_type(vec)
-        one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, cgutils.int32_t(0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
-        return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
+        return _splat(context, builder, vec, builder.load(ptr))
 
     return vec(a, i, width), codegen
 
@@ -166,11 +170,7 @@ def vfill(typingctx, a, value, width):
         raise TypeError(f"vfill: needs a number, got {value}")
 
     def codegen(context, builder, sig, args):
-        scalar = context.cast(builder, args[1], sig.args[1], a.dtype)
-        vtype = context.get_value_type(vec)
-        one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, cgutils.int32_t(0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
-        return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
+        return _splat(context, builder, vec, context.cast(builder, args[1], sig.args[1], a.dtype))
 
     return vec(a, value, width), codegen
 
