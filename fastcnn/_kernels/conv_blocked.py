@@ -97,15 +97,22 @@ def _pad_into(src, ph, pw, xp, vec):
 
 @jit()
 def _transpose_into(a, out):
-    """``out[j*M + i] = a[i, j]`` for a (M, N), in tiles of 16 x 16 so that both sides of a
-    tile stay in the cache."""
-    m, n = a.shape
-    for i0 in range(0, m, 16):
-        i1 = min(m, i0 + 16)
-        for j0 in range(0, n, 16):
-            for j in range(j0, min(n, j0 + 16)):
-                for i in range(i0, i1):
-                    out[j * m + i] = a[i, j]
+    """``out[j*M + i] = a[i, j]`` for a (M, N) C-contiguous, in tiles of 16 x 16 so that
+    both sides of a tile stay in the cache."""
+    # Unsigned flat indices: signed ones pay Numba's negative-index test on every element
+    # (measured: 64 images of 64 x 121 took 0.50 ms, 0.15 with unsigned indices).
+    m, n = numba.uint64(a.shape[0]), numba.uint64(a.shape[1])
+    flat, one = a.reshape(-1), numba.uint64(1)
+    for i0 in range(0, a.shape[0], 16):
+        i1 = numba.uint64(min(a.shape[0], i0 + 16))
+        for j0 in range(0, a.shape[1], 16):
+            j, j1 = numba.uint64(j0), numba.uint64(min(a.shape[1], j0 + 16))
+            while j < j1:
+                i = numba.uint64(i0)
+                while i < i1:
+                    out[j * m + i] = flat[i * n + j]
+                    i += one
+                j += one
 
 
 @functools.lru_cache(maxsize=256)
