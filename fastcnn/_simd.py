@@ -6,8 +6,8 @@ register-blocked micro-kernel needs a dozen vector accumulators that live in reg
 across a reduction loop; these intrinsics give Numba code such values (an LLVM
 ``<lanes x float>``), which LLVM's mem2reg then keeps in registers.
 
-The vector width is a *type*: a kernel takes ``width = token(nbytes)`` (nbytes 16, 32
-or 64), a tuple whose length, part of its Numba type, is the width in 16-byte units. So a
+The vector width is a *type*: a kernel takes ``width = token(nbytes)`` (nbytes 16, 32,
+64 or 128), a tuple whose length, part of its Numba type, is the width in 16-byte units. So a
 kernel compiles once per width and every later call dispatches straight to the compiled
 code (an integer literal would send each call through Numba's compiler first).
 
@@ -35,7 +35,9 @@ compile: a kernel compiled in a process and the same kernel loaded from Numba's 
 different bits (see :mod:`fastcnn._config`).
 
 A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
-kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here.
+kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here. A
+128-byte vector is two 64-byte ones: a micro-kernel written for two vectors then holds
+four native ones (:data:`WIDE_BYTES`; see :mod:`fastcnn._kernels.conv_blocked`).
 """
 
 from __future__ import annotations
@@ -49,13 +51,16 @@ from numba.extending import intrinsic, models, register_model
 from fastcnn._config import jit
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+# Twice the native width where there are 32 vector registers (AVX-512): a register block
+# of 6 x 2 such vectors is 24 native accumulators. AVX2's 16 registers would not hold it.
+WIDE_BYTES = 2 * VECTOR_BYTES if VECTOR_BYTES == 64 else VECTOR_BYTES
 
 
-WIDTHS = (16, 32, 64)  # the vector sizes in bytes that the intrinsics accept
+WIDTHS = (16, 32, 64, 128)  # the vector sizes in bytes that the intrinsics accept
 
 
 def token(nbytes: int) -> tuple:
-    """The width argument of the intrinsics for vectors of ``nbytes`` (16, 32 or 64)."""
+    """The width argument of the intrinsics for vectors of ``nbytes`` (16, 32, 64 or 128)."""
     if nbytes not in WIDTHS:
         raise ValueError(f"token: nbytes must be one of {WIDTHS}, got {nbytes!r}")
     return (0,) * (nbytes // 16)

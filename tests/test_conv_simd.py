@@ -24,6 +24,7 @@ from fastcnn import reference as R
 from fastcnn._config import jit
 from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
+from fastcnn._kernels.conv_blocked import FORWARD_BYTES
 from fastcnn._simd import (
     VECTOR_BYTES,
     WIDTHS,
@@ -130,6 +131,39 @@ def test_blocked_conv_ops_match_reference(
     )
     assert blocked_calls["forward"] == many_taps + input_grad_blocked
     assert blocked_calls["grad_weight"] == many_taps
+
+
+# Vectors wider than the native ones, which the blocked forward takes (none without AVX-512).
+WIDE = [pytest.param(n, id=f"{n}-byte") for n in WIDTHS if VECTOR_BYTES < n <= FORWARD_BYTES]
+
+
+@pytest.mark.parametrize("nbytes", WIDE)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "kwargs"), CASES)
+def test_blocked_forward_wide_vectors_match_reference(
+    x_shape, w_shape, kwargs, dtype, nbytes, threads, monkeypatch
+):
+    """Channels in blocks of two wide vectors: the forward (and the input gradient, a
+    forward) runs on them, the weight gradient on native vectors."""
+    widths = {"forward": set(), "grad_weight": set()}
+    for name, seen in widths.items():
+        kernel = getattr(conv_blocked, f"_{name}")
+
+        def recorded(*args, _kernel=kernel, _seen=seen):
+            _seen.add(16 * len(args[-1]))  # the width token is the last argument
+            return _kernel(*args)
+
+        monkeypatch.setattr(conv_blocked, f"_{name}", recorded)
+    monkeypatch.setattr(conv_kernels, "_rows_fit", lambda *args: False)
+    block = conv_blocked.channel_block(dtype, nbytes)
+    rng = make_rng(17)
+    x = randn(rng, _shape(x_shape, block), dtype)
+    weight = randn(rng, _shape(w_shape, block), dtype, scale=0.2)
+    bias = randn(rng, weight.shape[0], dtype)
+    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
+    check_conv(x, weight, bias, grad_out, kwargs)
+    if weight[0].size > conv_kernels.DIRECT_MAX_TAPS:
+        assert widths == {"forward": {nbytes}, "grad_weight": {VECTOR_BYTES}}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -14,10 +14,10 @@ import fastcnn
 from fastcnn import functional as F
 from fastcnn import nn
 from fastcnn._kernels import conv_blocked, gemm
-from fastcnn._simd import VECTOR_BYTES, WIDTHS
+from fastcnn._simd import VECTOR_BYTES, WIDE_BYTES, WIDTHS
 from fastcnn._threads import guard
 
-NBYTES = [pytest.param(n, id=f"{n}-byte") for n in WIDTHS if n <= VECTOR_BYTES]
+NBYTES = [pytest.param(n, id=f"{n}-byte") for n in WIDTHS if n <= WIDE_BYTES]
 
 
 def _atol(dtype, terms):
@@ -51,7 +51,7 @@ def dots_calls(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("transposed", [False, True], ids=["a", "a.T"])
 @pytest.mark.parametrize(("m", "r", "blocks"), [(1, 1, 1), (7, 9, 2), (13, 64, 1), (6, 0, 1)])
-def test_product_matches_numpy(m, r, blocks, transposed, dtype, nbytes, threads):
+def test_product_matches_numpy(m, r, blocks, transposed, dtype, nbytes, threads, product_calls):
     n = blocks * conv_blocked.channel_block(dtype, nbytes)
     rng = make_rng(m + r)
     a = randn(rng, (r, m), dtype).T if transposed else randn(rng, (m, r), dtype)
@@ -62,6 +62,8 @@ def test_product_matches_numpy(m, r, blocks, transposed, dtype, nbytes, threads)
     out = np.full((m, n), -7, dtype)
     with guard():
         gemm.product(a, b, out)
+    if blocks == 1:  # the widest vectors whose blocks tile n
+        assert 16 * len(product_calls[-1][-1]) == nbytes
     want = a.astype(np.float64) @ b.astype(np.float64)
     assert_close(out, want, dtype, atol=_atol(dtype, r))
 

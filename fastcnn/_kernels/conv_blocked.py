@@ -17,9 +17,12 @@ partial sums. They need the output channels (forward) or the ``grad_out`` channe
 (weight gradient) in whole blocks of two vectors (:func:`channel_block`: 32 float32
 channels with 64-byte vectors, 16 or 8 with 32- or 16-byte ones; :func:`vector_bytes`
 picks the widest that fits); the drivers in :mod:`fastcnn._kernels.conv` check this and
-take the GEMM paths otherwise. The obvious twin is ``fastcnn.reference.conv``; summation
-runs over taps in order, then (weight gradient) over parts in order, so results are
-bitwise repeatable at a thread count.
+take the GEMM paths otherwise. With AVX-512 the forward also takes 128-byte vectors
+(:data:`FORWARD_BYTES`, two native ones each: 24 of the 32 registers accumulate): then
+multiples of 64 float32 channels share each pixel's broadcast between four native
+vectors. The obvious twin is ``fastcnn.reference.conv``; summation runs over taps in
+order, then (weight gradient) over parts in order, so results are bitwise repeatable at a
+thread count.
 """
 
 from __future__ import annotations
@@ -31,10 +34,26 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
-from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vcopy, vfma, vload, vstore
+from fastcnn._simd import (
+    VECTOR_BYTES,
+    WIDE_BYTES,
+    lanes,
+    token,
+    vbroadcast,
+    vcopy,
+    vfma,
+    vload,
+    vstore,
+)
 from fastcnn._workspace import scratch
 
 PIXELS = 6  # output pixels per block (forward) / taps per block (weight gradient)
+
+# The forward's widest vector: :data:`fastcnn._simd.WIDE_BYTES` (6 x 4 native accumulators)
+# was measured 9-17% faster than native vectors on 64 channels (mnist-conv2, cifar-64x64;
+# one and two threads, old and new code in one process). The weight gradient, whose
+# accumulators go to memory between chunks of pixels, was 17-24% slower so: it keeps them.
+FORWARD_BYTES = WIDE_BYTES
 
 
 def channel_block(dtype, nbytes: int = VECTOR_BYTES) -> int:
@@ -42,15 +61,15 @@ def channel_block(dtype, nbytes: int = VECTOR_BYTES) -> int:
     return 2 * nbytes // np.dtype(dtype).itemsize
 
 
-def vector_bytes(channels: int, dtype) -> int:
-    """The widest vector (in bytes, at most :data:`VECTOR_BYTES`) whose channel blocks
-    tile ``channels`` exactly, or 0 where none does (then the GEMM paths run).
+def vector_bytes(channels: int, dtype, widest: int = VECTOR_BYTES) -> int:
+    """The widest vector (in bytes, at most ``widest``) whose channel blocks tile
+    ``channels`` exactly, or 0 where none does (then the GEMM paths run).
 
     Narrower vectors cost little: two 32-byte FMAs issue per cycle where one 64-byte FMA
     does (AMD Zen 4), and 16-byte vectors still beat the GEMM paths on so few channels.
     """
-    for nbytes in (64, 32, 16):
-        if nbytes <= VECTOR_BYTES and channels % channel_block(dtype, nbytes) == 0:
+    for nbytes in (128, 64, 32, 16):
+        if nbytes <= widest and channels % channel_block(dtype, nbytes) == 0:
             return nbytes
     return 0
 
@@ -361,9 +380,10 @@ def _run_forward(src, wt, bias, toff, bases, first, end, ph, pw, out, plane_size
     parts = min(src.shape[0], numba.get_num_threads())
     if parts == 0:
         return
-    vec = token(vector_bytes(out.shape[1], src.dtype))
+    nbytes = vector_bytes(out.shape[1], src.dtype, FORWARD_BYTES)
     xps = _scratch_planes("blocked.planes", parts, plane_size, src.dtype)
-    blocks = scratch("blocked.block", (parts, PIXELS * channel_block(src.dtype)), src.dtype)
+    blocks = scratch("blocked.block", (parts, PIXELS * channel_block(src.dtype, nbytes)), src.dtype)
+    vec = token(nbytes)
     _forward(src, wt, bias, toff, bases, first, end, ph, pw, out, parts, xps, blocks, vec)
 
 
