@@ -19,6 +19,7 @@ import pytest
 from cases import DTYPES, SPECIAL_VALUES, assert_close, make_rng, randn
 from test_functional_conv import atol_for, check_conv
 
+from fastcnn import _checks, _presets
 from fastcnn import functional as F
 from fastcnn import reference as R
 from fastcnn._config import jit
@@ -59,9 +60,9 @@ def _count_calls(monkeypatch, module, names=("forward", "grad_weight")):
 
 @pytest.fixture
 def blocked_calls(monkeypatch):
-    """Counts the calls of the two blocked kernels, with the wrapped-rows kernel off."""
+    """Counts the calls of the three blocked kernels, with the wrapped-rows kernel off."""
     monkeypatch.setattr(conv_kernels, "_rows_fit", lambda *args: False)
-    return _count_calls(monkeypatch, conv_blocked)
+    return _count_calls(monkeypatch, conv_blocked, ("forward", "grad_input", "grad_weight"))
 
 
 @pytest.fixture
@@ -122,14 +123,9 @@ def test_blocked_conv_ops_match_reference(
     check_conv(x, weight, bias, grad_out, kwargs)
     k, c, kh, kw = weight.shape
     many_taps = c * kh * kw > conv_kernels.DIRECT_MAX_TAPS  # else the few-taps kernels
-    stride = kwargs.get("stride", 1)
-    padding = np.broadcast_to(kwargs.get("padding", 0), 2)
-    reach = np.broadcast_to(kwargs.get("dilation", 1), 2) * (np.array([kh, kw]) - 1)
-    # The input gradient is a blocked forward where it can be.
-    input_grad_blocked = (
-        stride == 1 and (padding <= reach).all() and k * kh * kw > conv_kernels.DIRECT_MAX_TAPS
-    )
-    assert blocked_calls["forward"] == many_taps + input_grad_blocked
+    # The input gradient: a blocked forward (forward form) or the blocked scatter form.
+    input_grad_blocked = k * kh * kw > conv_kernels.DIRECT_MAX_TAPS
+    assert blocked_calls["forward"] + blocked_calls["grad_input"] == many_taps + input_grad_blocked
     assert blocked_calls["grad_weight"] == many_taps
 
 
@@ -185,8 +181,8 @@ def test_blocked_conv_bitwise_repeatable(dtype, threads):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_blocked_conv_nan_inf_like_the_reference(dtype, threads, blocked_calls):
     """NaN and inf in x, grad_out and the weight land where the reference puts them; an
-    infinite weight sends the input gradient to the GEMM path (its padding zeros would
-    make NaN where the reference has no term)."""
+    infinite weight sends the input gradient to the scatter form (the forward form's
+    padding zeros would make NaN where the reference has no term)."""
     block = conv_blocked.channel_block(dtype)
     rng = make_rng(9)
     x = randn(rng, (2, block, 6, 7), dtype)
@@ -197,8 +193,30 @@ def test_blocked_conv_nan_inf_like_the_reference(dtype, threads, blocked_calls):
     grad_out[1, 2, 0, 0] = -np.inf
     weight[4, 1, 0, 2] = np.inf
     check_conv(x, weight, bias, grad_out, {"padding": 1})
-    assert blocked_calls == {"forward": 1, "grad_weight": 1}
+    assert blocked_calls == {"forward": 1, "grad_input": 1, "grad_weight": 1}
     assert np.isnan(F.conv2d(np.zeros_like(x), weight, padding=1)).any()
+
+
+@pytest.mark.parametrize(
+    ("preset", "forward_form"), [("mnist-conv2", False), ("cifar-64x64", True)]
+)
+def test_input_gradient_form_follows_the_work(preset, forward_form, threads, blocked_calls):
+    """The forward form where its padding zeros add little work (cifar-64x64: 0.98x the
+    scatter form's multiply-adds), the scatter form where they add more (mnist-conv2:
+    1.18x); both match the reference."""
+    (case,) = [c for c in _presets.cases(preset) if c.direction == "grad_input"]
+    s = case.shape
+    w_shape, x_shape = (s.k, s.c, s.kh, s.kw), (2, s.c, s.h, s.w)
+    g = _checks._conv_geometry("conv2d", x_shape, w_shape, 1, s.padding, 1)
+    assert conv_blocked.forward_form_pays(g) == forward_form
+    dtype = np.dtype(np.float32)
+    rng = make_rng(11)
+    weight = randn(rng, w_shape, dtype, scale=0.2)
+    grad_out = randn(rng, (2, s.k, g.oh, g.ow), dtype)
+    got = F.conv2d_grad_input(x_shape, weight, grad_out, padding=s.padding)
+    want = R.conv2d_grad_input(x_shape, weight, grad_out, padding=s.padding)
+    assert_close(got, want, dtype, atol=atol_for(dtype, s.k * s.kh * s.kw))
+    assert blocked_calls["forward" if forward_form else "grad_input"] == 1
 
 
 def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):

@@ -16,9 +16,9 @@ Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_w
   SIMD along wrapped output rows (:func:`_rows_fit`, :func:`_rows_grad_weight_fits`);
 - channels in whole blocks of two SIMD vectors (e.g. 8, 16, 32, 64 float32 channels) and
   more than ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
-  :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward and weight
-  gradient at any stride; the stride-1 input gradient with a finite weight as a forward
-  convolution of the padded ``grad_out``);
+  :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward, input
+  gradient and weight gradient at any stride; the stride-1 input gradient with a finite
+  weight may run as a forward convolution of the padded ``grad_out``);
 - few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input) at stride 1: the forward
   and the weight gradient of :mod:`fastcnn._kernels.conv_few_taps`, SIMD along the
   output pixels of a per-image column matrix;
@@ -502,16 +502,24 @@ def _forward_wrapped(x, weight, bias, g, out):
 def grad_input(weight, grad_out, g, out):
     """Input gradient: at stride 1 a forward convolution of the padded grad_out where it
     can be (:func:`_as_forward`): by :mod:`conv_rows` on wide rows, else by the blocked
-    kernel in whole channel blocks; otherwise :func:`_grad_input` on slices of the batch
+    kernel in whole channel blocks where that form pays
+    (:func:`conv_blocked.forward_form_pays`); else, in whole channel blocks, the blocked
+    scatter form; otherwise :func:`_grad_input` on slices of the batch
     (:func:`_over_images`)."""
-    if g.n and _as_forward(weight, g):
+    if g.n == 0:
+        return
+    blocks = g.k * g.kh * g.kw > DIRECT_MAX_TAPS and conv_blocked.fits(g.c, weight.dtype)
+    if _as_forward(weight, g):
         # As a forward convolution: grad_out's K channels in, C out, rows W + reach wide.
         if _rows_fit(g._replace(c=g.k), g.c, g.w + g.dw * (g.kw - 1), weight.dtype):
             conv_rows.grad_input(weight, grad_out, g, out)
             return
-        if conv_blocked.fits(g.c, weight.dtype):
+        if blocks and conv_blocked.forward_form_pays(g):
             conv_blocked.grad_input(weight, grad_out, g, out)
             return
+    if blocks:
+        conv_blocked.grad_input_scatter(weight, grad_out, g, out)
+        return
 
     def work(n0, n1):
         _grad_input(weight, grad_out[n0:n1], g._replace(n=n1 - n0), out[n0:n1])

@@ -6,8 +6,14 @@ tap ``r = (c, i, j)``: per tap, 2 vector loads of weights, 6 broadcasts of input
 and 12 fused multiply-adds. A pixel is a broadcast scalar, so any stride, dilation and
 padding costs the same, and no work is spent on wrapped or padded columns.
 
-- :func:`_forward`: ``y = conv2d(x, w) + bias``; also the stride-1 input gradient, as the
-  forward convolution of the zero-padded ``grad_out`` with the flipped, transposed weight.
+- :func:`_forward`: ``y = conv2d(x, w) + bias``; also the stride-1 input gradient in
+  *forward form*, the forward convolution of the zero-padded ``grad_out`` with the
+  flipped, transposed weight.
+- :func:`_grad_input`: the input gradient in *scatter form*, any stride: the block is 6
+  pixels of ``grad_out`` x 2 vectors of input channels, summed over the output channels
+  for one tap at a time and added where that tap sends them. It multiplies no padding
+  zeros, which the forward form does (a sixth of its work on mnist-conv2), but adds into
+  memory after every K terms; :func:`forward_form_pays` picks the form.
 - :func:`_grad_weight`: the same block over (6 taps x 2 channel vectors), reduced over the
   output pixels of every image.
 
@@ -39,11 +45,13 @@ from fastcnn._simd import (
     WIDE_BYTES,
     lanes,
     token,
+    vadd,
     vbroadcast,
     vcopy,
     vfma,
     vload,
     vstore,
+    vzero,
 )
 from fastcnn._workspace import scratch
 
@@ -115,21 +123,22 @@ def _pad_into(src, ph, pw, xp, vec):
 
 
 @jit()
-def _transpose_into(a, out):
-    """``out[j*M + i] = a[i, j]`` for a (M, N) C-contiguous, in tiles of 16 x 16 so that
-    both sides of a tile stay in the cache."""
+def _transpose_tiles(src, s, rows, cols, dst, d, stride):
+    """``dst[d + j*stride + i] = src[s + i*cols + j]`` for ``i < rows, j < cols``: the
+    transpose of a (rows, cols) C-contiguous block of a flat array into rows ``stride``
+    apart, in tiles of 16 x 16 so that both sides of a tile stay in the cache."""
     # Unsigned flat indices: signed ones pay Numba's negative-index test on every element
     # (measured: 64 images of 64 x 121 took 0.50 ms, 0.15 with unsigned indices).
-    m, n = numba.uint64(a.shape[0]), numba.uint64(a.shape[1])
-    flat, one = a.reshape(-1), numba.uint64(1)
-    for i0 in range(0, a.shape[0], 16):
-        i1 = numba.uint64(min(a.shape[0], i0 + 16))
-        for j0 in range(0, a.shape[1], 16):
-            j, j1 = numba.uint64(j0), numba.uint64(min(a.shape[1], j0 + 16))
+    one, n, step = numba.uint64(1), numba.uint64(cols), numba.uint64(stride)
+    s0, d0 = numba.uint64(s), numba.uint64(d)
+    for i0 in range(0, rows, 16):
+        i1 = numba.uint64(min(rows, i0 + 16))
+        for j0 in range(0, cols, 16):
+            j, j1 = numba.uint64(j0), numba.uint64(min(cols, j0 + 16))
             while j < j1:
                 i = numba.uint64(i0)
                 while i < i1:
-                    out[j * m + i] = flat[i * n + j]
+                    dst[d0 + j * step + i] = src[s0 + i * n + j]
                     i += one
                 j += one
 
@@ -199,18 +208,9 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bloc
                         v = vbroadcast(xp, b5 + off, vec)
                         a50, a51 = vfma(w0, v, a50), vfma(w1, v, a51)
                     # Pixel-major in the block, channel-major in y: transpose via blk.
-                    vstore(blk, 0, a00)
-                    vstore(blk, lane, a01)
-                    vstore(blk, width, a10)
-                    vstore(blk, width + lane, a11)
-                    vstore(blk, 2 * width, a20)
-                    vstore(blk, 2 * width + lane, a21)
-                    vstore(blk, 3 * width, a30)
-                    vstore(blk, 3 * width + lane, a31)
-                    vstore(blk, 4 * width, a40)
-                    vstore(blk, 4 * width + lane, a41)
-                    vstore(blk, 5 * width, a50)
-                    vstore(blk, 5 * width + lane, a51)
+                    _store_block(
+                        blk, vec, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51
+                    )
                     count = min(PIXELS, p - p0)
                     for kk in range(width):
                         row = yb[k0 + kk]
@@ -246,7 +246,7 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
         acc[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
             _pad_into(x[b], ph, pw, xp, vec)
-            _transpose_into(grad_out[b].reshape(k, p), go)
+            _transpose_tiles(grad_out[b].reshape(-1), 0, k, p, go, 0, k)
             for q0 in range(0, p, chunk):
                 q1 = min(p, q0 + chunk)
                 for r0 in range(0, taps, PIXELS):
@@ -295,6 +295,110 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
                         vstore(acc, o5 + lane, a51)
 
 
+@jit(parallel=True)
+def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec):
+    """The input gradient in scatter form: for every pixel ``q`` of grad_out and tap ``t``,
+    ``sum_k grad_out[b, k, q] * wt[(t*K + k)*C + c]`` is added at ``bases[q] + toff[t]`` of
+    the image's zero-padded gradient planes, whose interior then goes to ``out[b]``.
+
+    grad_out (N, K, OH, OW); wt (taps*K*C,): the weight as (KH, KW, K, C); bases (OH*OW,):
+    :func:`pixel_offsets` of grad_out's pixels in the padded planes; toff (taps,): ``i*dh*WP
+    + j*dw``; out (N, C, H, W) with C a multiple of :func:`channel_block`; vec: the vector
+    width, a :func:`fastcnn._simd.token`. Scratch: bufs (parts, HP*WP*C + 2*lanes): one
+    image's padded gradient, pixel-major; blocks (parts, PIXELS*2*lanes).
+
+    Every product is one that the reference's ``col2im`` adds (the padding's share is
+    dropped, not multiplied by zeros), so any stride, padding, dilation and weight work,
+    and NaN and inf land as in the reference. Each pixel's sums run over ``k`` and are
+    added tap by tap in order of ``q``: bitwise repeatable.
+
+    Parallel over parts of the batch: each owns its buffers and its images of out.
+    """
+    n, k = grad_out.shape[0], grad_out.shape[1]
+    c, h, w = out.shape[1], out.shape[2], out.shape[3]
+    wp = w + 2 * pw
+    lane = lanes(wt, vec)
+    width = 2 * lane
+    p, taps = bases.size, toff.size
+    last = p - 1
+    for part in prange(parts):
+        buf, blk = bufs[part], blocks[part]
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            buf[:] = 0
+            go = grad_out[b].reshape(-1)
+            for p0 in range(0, p, PIXELS):
+                # A short last block repeats its last pixel; the repeats are not added.
+                q0, q1, q2 = p0, min(p0 + 1, last), min(p0 + 2, last)
+                q3, q4, q5 = min(p0 + 3, last), min(p0 + 4, last), min(p0 + 5, last)
+                count = min(PIXELS, p - p0)
+                for t in range(taps):
+                    for c0 in range(0, c, width):
+                        a00 = a01 = a10 = a11 = a20 = a21 = vzero(wt, vec)
+                        a30 = a31 = a40 = a41 = a50 = a51 = a00
+                        for kk in range(k):
+                            o, g = (t * k + kk) * c + c0, kk * p
+                            w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
+                            v = vbroadcast(go, g + q0, vec)
+                            a00, a01 = vfma(w0, v, a00), vfma(w1, v, a01)
+                            v = vbroadcast(go, g + q1, vec)
+                            a10, a11 = vfma(w0, v, a10), vfma(w1, v, a11)
+                            v = vbroadcast(go, g + q2, vec)
+                            a20, a21 = vfma(w0, v, a20), vfma(w1, v, a21)
+                            v = vbroadcast(go, g + q3, vec)
+                            a30, a31 = vfma(w0, v, a30), vfma(w1, v, a31)
+                            v = vbroadcast(go, g + q4, vec)
+                            a40, a41 = vfma(w0, v, a40), vfma(w1, v, a41)
+                            v = vbroadcast(go, g + q5, vec)
+                            a50, a51 = vfma(w0, v, a50), vfma(w1, v, a51)
+                        d = toff[t] * c + c0
+                        if count == PIXELS:  # straight from the registers (measured 8% faster)
+                            _add_pair(buf, bases[q0] * c + d, a00, a01, vec)
+                            _add_pair(buf, bases[q1] * c + d, a10, a11, vec)
+                            _add_pair(buf, bases[q2] * c + d, a20, a21, vec)
+                            _add_pair(buf, bases[q3] * c + d, a30, a31, vec)
+                            _add_pair(buf, bases[q4] * c + d, a40, a41, vec)
+                            _add_pair(buf, bases[q5] * c + d, a50, a51, vec)
+                            continue
+                        _store_block(
+                            blk, vec, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51
+                        )
+                        for i in range(count):
+                            u = vload(blk, i * width, vec)
+                            v = vload(blk, i * width + lane, vec)
+                            _add_pair(buf, bases[p0 + i] * c + d, u, v, vec)
+            flat = out[b].reshape(-1)
+            for y in range(h):  # the interior rows of buf, pixel-major, to out's planes
+                _transpose_tiles(buf, ((y + ph) * wp + pw) * c, w, c, flat, y * w, h * w)
+
+
+@jit(inline="always")
+def _add_pair(buf, i, u, v, vec):
+    """``buf[i : i + 2*lanes] += (u, v)``: two vectors of width ``vec``."""
+    lane = lanes(buf, vec)
+    vstore(buf, i, vadd(vload(buf, i, vec), u))
+    vstore(buf, i + lane, vadd(vload(buf, i + lane, vec), v))
+
+
+@jit(inline="always")
+def _store_block(blk, vec, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51):
+    """A block's 6 x 2 accumulators into ``blk``, pixel-major: pixel ``i``'s pair of
+    vectors of width ``vec`` at ``i * 2*lanes``."""
+    lane = lanes(blk, vec)
+    width = 2 * lane
+    vstore(blk, 0, a00)
+    vstore(blk, lane, a01)
+    vstore(blk, width, a10)
+    vstore(blk, width + lane, a11)
+    vstore(blk, 2 * width, a20)
+    vstore(blk, 2 * width + lane, a21)
+    vstore(blk, 3 * width, a30)
+    vstore(blk, 3 * width + lane, a31)
+    vstore(blk, 4 * width, a40)
+    vstore(blk, 4 * width + lane, a41)
+    vstore(blk, 5 * width, a50)
+    vstore(blk, 5 * width + lane, a51)
+
+
 # --- drivers ---------------------------------------------------------------------------
 
 
@@ -331,14 +435,53 @@ def forward(x, weight, bias, g, out):
 
 
 def grad_input(weight, grad_out, g, out):
-    """Stride-1 input gradient ``out (N, C, H, W)``: the forward convolution of grad_out
-    (N, K, OH, OW), zero-padded by ``d*(k-1) - p`` on each side, with the weight flipped in
-    space and transposed to (C, K, KH, KW). Needs C a multiple of :func:`channel_block`,
-    ``p <= d*(k-1)``, and a finite weight (the padding zeros meet every weight)."""
+    """Stride-1 input gradient ``out (N, C, H, W)`` in forward form: the forward convolution
+    of grad_out (N, K, OH, OW), zero-padded by ``d*(k-1) - p`` on each side, with the weight
+    flipped in space and transposed to (C, K, KH, KW). Needs C a multiple of
+    :func:`channel_block`, ``p <= d*(k-1)``, and a finite weight (the padding zeros meet
+    every weight). :func:`forward_form_pays` says when it beats :func:`grad_input_scatter`."""
     wt, toff, first, end, (qh, qw), (hp, wp) = grad_input_operands(weight, g)
     zero = np.zeros(g.c, weight.dtype)
     bases = pixel_offsets(g.h, g.w, 1, 1, wp)
     _run_forward(grad_out, wt, zero, toff, bases, first, end, qh, qw, out, g.k * hp * wp)
+
+
+# The forward form multiplies the zeros padding grad_out; the scatter form multiplies no
+# zero, but adds each tap's sums over the K channels into memory. Measured (ms, forward /
+# scatter form, in one process; 1 thread, then 2): mnist-conv2, whose forward form does
+# 1.18x the scatter form's multiply-adds, 3.5-4.4 / 3.2-3.8 and 2.1-2.3 / 1.6-1.9;
+# cifar-64x64 (0.98x) 22.7 / 26.4 and 12.3 / 14.5; mnist-conv2 with K = 2, 4, 8, 16
+# output channels at 2 threads 0.18 / 0.29, 0.27 / 0.32, 0.43 / 0.42, 0.70 / 0.55. So the
+# forward form runs up to this ratio of work, and below this many channels.
+FORWARD_FORM_WORK = 1.1
+SCATTER_MIN_K = 8
+
+
+def forward_form_pays(g) -> bool:
+    """Whether a stride-1 input gradient that may run in forward form (:func:`grad_input`)
+    should: fewer than :data:`SCATTER_MIN_K` output channels, or multiply-adds (padding
+    zeros included) at most :data:`FORWARD_FORM_WORK` times those of the scatter form."""
+    _, first, end, *_ = _grad_input_taps(g._replace(n=0))
+    work = g.w * int((end - first).sum())  # taps (all K channels) per output pixel, summed
+    return g.k < SCATTER_MIN_K or work <= FORWARD_FORM_WORK * g.oh * g.ow * g.k * g.kh * g.kw
+
+
+def grad_input_scatter(weight, grad_out, g, out):
+    """Input gradient ``out (N, C, H, W)`` from weight (K, C, KH, KW) and grad_out
+    (N, K, OH, OW) in scatter form (:func:`_grad_input`): any stride, padding, dilation and
+    weight; C a multiple of :func:`channel_block`."""
+    parts = min(g.n, numba.get_num_threads())
+    if parts == 0:
+        return
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    wt = np.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(-1)  # (KH, KW, K, C)
+    toff = tap_offsets(1, g.kh, g.kw, hp, wp, g.dh, g.dw)
+    bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
+    nbytes = vector_bytes(g.c, weight.dtype)
+    bufs = _scratch_planes("blocked.gradient", parts, hp * wp * g.c, weight.dtype)
+    block = PIXELS * channel_block(weight.dtype, nbytes)
+    blocks = scratch("blocked.block", (parts, block), weight.dtype)
+    _grad_input(grad_out, wt, bases, toff, g.ph, g.pw, out, parts, bufs, blocks, token(nbytes))
 
 
 def grad_input_operands(weight, g):
