@@ -187,29 +187,19 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bloc
                 # Rows of the block: the last one's first tap, the first one's end.
                 r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
                 for k0 in range(0, k, width):
-                    a00 = vload(bias, k0, vec)
-                    a01 = vload(bias, k0 + lane, vec)
-                    a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
-                    a40, a41, a50, a51 = a00, a01, a00, a01
+                    u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
+                    acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
                     for r in range(r_first, r_end):
                         off = toff[r]
                         w0 = vload(wt, r * k + k0, vec)
                         w1 = vload(wt, r * k + k0 + lane, vec)
-                        v = vbroadcast(xp, b0 + off, vec)
-                        a00, a01 = vfma(w0, v, a00), vfma(w1, v, a01)
-                        v = vbroadcast(xp, b1 + off, vec)
-                        a10, a11 = vfma(w0, v, a10), vfma(w1, v, a11)
-                        v = vbroadcast(xp, b2 + off, vec)
-                        a20, a21 = vfma(w0, v, a20), vfma(w1, v, a21)
-                        v = vbroadcast(xp, b3 + off, vec)
-                        a30, a31 = vfma(w0, v, a30), vfma(w1, v, a31)
-                        v = vbroadcast(xp, b4 + off, vec)
-                        a40, a41 = vfma(w0, v, a40), vfma(w1, v, a41)
-                        v = vbroadcast(xp, b5 + off, vec)
-                        a50, a51 = vfma(w0, v, a50), vfma(w1, v, a51)
+                        acc = _fma_block(
+                            acc, xp, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off, b5 + off,
+                            w0, w1, vec,
+                        )  # fmt: skip
                     # Pixel-major in the block, channel-major in y: transpose via blk.
                     _store_block(
-                        blk, vec, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51
+                        blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec
                     )
                     count = min(PIXELS, p - p0)
                     for kk in range(width):
@@ -259,40 +249,16 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
                     for k0 in range(0, k, width):
                         o0, o1, o2 = r0 * k + k0, r1 * k + k0, r2 * k + k0
                         o3, o4, o5 = r3 * k + k0, r4 * k + k0, r5 * k + k0
-                        a00, a01 = vload(acc, o0, vec), vload(acc, o0 + lane, vec)
-                        a10, a11 = vload(acc, o1, vec), vload(acc, o1 + lane, vec)
-                        a20, a21 = vload(acc, o2, vec), vload(acc, o2 + lane, vec)
-                        a30, a31 = vload(acc, o3, vec), vload(acc, o3 + lane, vec)
-                        a40, a41 = vload(acc, o4, vec), vload(acc, o4 + lane, vec)
-                        a50, a51 = vload(acc, o5, vec), vload(acc, o5 + lane, vec)
+                        a = _load_block(acc, o0, o1, o2, o3, o4, o5, vec)
                         for q in range(q0, q1):
                             g0 = vload(go, q * k + k0, vec)
                             g1 = vload(go, q * k + k0 + lane, vec)
                             base = bases[q]
-                            v = vbroadcast(xp, base + t0, vec)
-                            a00, a01 = vfma(g0, v, a00), vfma(g1, v, a01)
-                            v = vbroadcast(xp, base + t1, vec)
-                            a10, a11 = vfma(g0, v, a10), vfma(g1, v, a11)
-                            v = vbroadcast(xp, base + t2, vec)
-                            a20, a21 = vfma(g0, v, a20), vfma(g1, v, a21)
-                            v = vbroadcast(xp, base + t3, vec)
-                            a30, a31 = vfma(g0, v, a30), vfma(g1, v, a31)
-                            v = vbroadcast(xp, base + t4, vec)
-                            a40, a41 = vfma(g0, v, a40), vfma(g1, v, a41)
-                            v = vbroadcast(xp, base + t5, vec)
-                            a50, a51 = vfma(g0, v, a50), vfma(g1, v, a51)
-                        vstore(acc, o0, a00)
-                        vstore(acc, o0 + lane, a01)
-                        vstore(acc, o1, a10)
-                        vstore(acc, o1 + lane, a11)
-                        vstore(acc, o2, a20)
-                        vstore(acc, o2 + lane, a21)
-                        vstore(acc, o3, a30)
-                        vstore(acc, o3 + lane, a31)
-                        vstore(acc, o4, a40)
-                        vstore(acc, o4 + lane, a41)
-                        vstore(acc, o5, a50)
-                        vstore(acc, o5 + lane, a51)
+                            a = _fma_block(
+                                a, xp, base + t0, base + t1, base + t2, base + t3, base + t4,
+                                base + t5, g0, g1, vec,
+                            )  # fmt: skip
+                        _store_block(acc, o0, o1, o2, o3, o4, o5, a, vec)
 
 
 @jit(parallel=True)
@@ -333,70 +299,104 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
                 count = min(PIXELS, p - p0)
                 for t in range(taps):
                     for c0 in range(0, c, width):
-                        a00 = a01 = a10 = a11 = a20 = a21 = vzero(wt, vec)
-                        a30 = a31 = a40 = a41 = a50 = a51 = a00
+                        u = vzero(wt, vec)
+                        acc = (u, u, u, u, u, u, u, u, u, u, u, u)
                         for kk in range(k):
                             o, g = (t * k + kk) * c + c0, kk * p
                             w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
-                            v = vbroadcast(go, g + q0, vec)
-                            a00, a01 = vfma(w0, v, a00), vfma(w1, v, a01)
-                            v = vbroadcast(go, g + q1, vec)
-                            a10, a11 = vfma(w0, v, a10), vfma(w1, v, a11)
-                            v = vbroadcast(go, g + q2, vec)
-                            a20, a21 = vfma(w0, v, a20), vfma(w1, v, a21)
-                            v = vbroadcast(go, g + q3, vec)
-                            a30, a31 = vfma(w0, v, a30), vfma(w1, v, a31)
-                            v = vbroadcast(go, g + q4, vec)
-                            a40, a41 = vfma(w0, v, a40), vfma(w1, v, a41)
-                            v = vbroadcast(go, g + q5, vec)
-                            a50, a51 = vfma(w0, v, a50), vfma(w1, v, a51)
+                            acc = _fma_block(
+                                acc, go, g + q0, g + q1, g + q2, g + q3, g + q4, g + q5, w0, w1,
+                                vec,
+                            )  # fmt: skip
                         d = toff[t] * c + c0
                         if count == PIXELS:  # straight from the registers (measured 8% faster)
-                            _add_pair(buf, bases[q0] * c + d, a00, a01, vec)
-                            _add_pair(buf, bases[q1] * c + d, a10, a11, vec)
-                            _add_pair(buf, bases[q2] * c + d, a20, a21, vec)
-                            _add_pair(buf, bases[q3] * c + d, a30, a31, vec)
-                            _add_pair(buf, bases[q4] * c + d, a40, a41, vec)
-                            _add_pair(buf, bases[q5] * c + d, a50, a51, vec)
+                            o0, o1, o2 = bases[q0] * c + d, bases[q1] * c + d, bases[q2] * c + d
+                            o3, o4, o5 = bases[q3] * c + d, bases[q4] * c + d, bases[q5] * c + d
+                            _add_block(buf, o0, o1, o2, o3, o4, o5, acc, vec)
                             continue
                         _store_block(
-                            blk, vec, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51
+                            blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec
                         )
                         for i in range(count):
-                            u = vload(blk, i * width, vec)
-                            v = vload(blk, i * width + lane, vec)
-                            _add_pair(buf, bases[p0 + i] * c + d, u, v, vec)
+                            o = bases[p0 + i] * c + d
+                            vstore(buf, o, vadd(vload(buf, o, vec), vload(blk, i * width, vec)))
+                            o, e = o + lane, i * width + lane
+                            vstore(buf, o, vadd(vload(buf, o, vec), vload(blk, e, vec)))
             flat = out[b].reshape(-1)
             for y in range(h):  # the interior rows of buf, pixel-major, to out's planes
                 _transpose_tiles(buf, ((y + ph) * wp + pw) * c, w, c, flat, y * w, h * w)
 
 
-@jit(inline="always")
-def _add_pair(buf, i, u, v, vec):
-    """``buf[i : i + 2*lanes] += (u, v)``: two vectors of width ``vec``."""
-    lane = lanes(buf, vec)
-    vstore(buf, i, vadd(vload(buf, i, vec), u))
-    vstore(buf, i + lane, vadd(vload(buf, i + lane, vec), v))
+# The micro-kernel's block: 6 pixels (or taps) x 2 vectors, as a 12-tuple of vectors
+# ``(a00, a01, a10, a11, ..., a51)``, pixel-major. Inlined: Numba keeps them in registers.
 
 
 @jit(inline="always")
-def _store_block(blk, vec, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51):
-    """A block's 6 x 2 accumulators into ``blk``, pixel-major: pixel ``i``'s pair of
-    vectors of width ``vec`` at ``i * 2*lanes``."""
-    lane = lanes(blk, vec)
-    width = 2 * lane
-    vstore(blk, 0, a00)
-    vstore(blk, lane, a01)
-    vstore(blk, width, a10)
-    vstore(blk, width + lane, a11)
-    vstore(blk, 2 * width, a20)
-    vstore(blk, 2 * width + lane, a21)
-    vstore(blk, 3 * width, a30)
-    vstore(blk, 3 * width + lane, a31)
-    vstore(blk, 4 * width, a40)
-    vstore(blk, 4 * width + lane, a41)
-    vstore(blk, 5 * width, a50)
-    vstore(blk, 5 * width + lane, a51)
+def _fma_block(acc, src, i0, i1, i2, i3, i4, i5, u, v, vec):
+    """``acc`` plus ``src[i_p] * (u, v)`` for each pixel ``p``: 6 broadcasts of ``src``
+    (width ``vec``), 12 fused multiply-adds."""
+    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
+    s = vbroadcast(src, i0, vec)
+    a00, a01 = vfma(u, s, a00), vfma(v, s, a01)
+    s = vbroadcast(src, i1, vec)
+    a10, a11 = vfma(u, s, a10), vfma(v, s, a11)
+    s = vbroadcast(src, i2, vec)
+    a20, a21 = vfma(u, s, a20), vfma(v, s, a21)
+    s = vbroadcast(src, i3, vec)
+    a30, a31 = vfma(u, s, a30), vfma(v, s, a31)
+    s = vbroadcast(src, i4, vec)
+    a40, a41 = vfma(u, s, a40), vfma(v, s, a41)
+    s = vbroadcast(src, i5, vec)
+    a50, a51 = vfma(u, s, a50), vfma(v, s, a51)
+    return (a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51)
+
+
+@jit(inline="always")
+def _load_block(src, o0, o1, o2, o3, o4, o5, vec):
+    """The block whose pixel ``p`` is the pair of vectors at ``src[o_p]``."""
+    lane = lanes(src, vec)
+    return (
+        vload(src, o0, vec), vload(src, o0 + lane, vec),
+        vload(src, o1, vec), vload(src, o1 + lane, vec),
+        vload(src, o2, vec), vload(src, o2 + lane, vec),
+        vload(src, o3, vec), vload(src, o3 + lane, vec),
+        vload(src, o4, vec), vload(src, o4 + lane, vec),
+        vload(src, o5, vec), vload(src, o5 + lane, vec),
+    )  # fmt: skip
+
+
+@jit(inline="always")
+def _store_block(dst, o0, o1, o2, o3, o4, o5, acc, vec):
+    """Pixel ``p`` of the block to the pair of vectors at ``dst[o_p]``."""
+    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
+    lane = lanes(dst, vec)
+    vstore(dst, o0, a00)
+    vstore(dst, o0 + lane, a01)
+    vstore(dst, o1, a10)
+    vstore(dst, o1 + lane, a11)
+    vstore(dst, o2, a20)
+    vstore(dst, o2 + lane, a21)
+    vstore(dst, o3, a30)
+    vstore(dst, o3 + lane, a31)
+    vstore(dst, o4, a40)
+    vstore(dst, o4 + lane, a41)
+    vstore(dst, o5, a50)
+    vstore(dst, o5 + lane, a51)
+
+
+@jit(inline="always")
+def _add_block(dst, o0, o1, o2, o3, o4, o5, acc, vec):
+    """Pixel ``p`` of the block added to the pair of vectors at ``dst[o_p]``."""
+    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
+    b00, b01, b10, b11, b20, b21, b30, b31, b40, b41, b50, b51 = _load_block(
+        dst, o0, o1, o2, o3, o4, o5, vec
+    )
+    total = (
+        vadd(b00, a00), vadd(b01, a01), vadd(b10, a10), vadd(b11, a11),
+        vadd(b20, a20), vadd(b21, a21), vadd(b30, a30), vadd(b31, a31),
+        vadd(b40, a40), vadd(b41, a41), vadd(b50, a50), vadd(b51, a51),
+    )  # fmt: skip
+    _store_block(dst, o0, o1, o2, o3, o4, o5, total, vec)
 
 
 # --- drivers ---------------------------------------------------------------------------
