@@ -107,6 +107,17 @@ def _shape(shape, block):
     return tuple({"B": block, "2B": 2 * block}.get(v, v) for v in shape)
 
 
+def _check_blocked_case(x_shape, w_shape, kwargs, dtype, block, seed):
+    """Check the three conv ops of a case of CASES against the reference; the weight."""
+    rng = make_rng(seed)
+    x = randn(rng, _shape(x_shape, block), dtype)
+    weight = randn(rng, _shape(w_shape, block), dtype, scale=0.2)
+    bias = randn(rng, weight.shape[0], dtype)
+    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
+    check_conv(x, weight, bias, grad_out, kwargs)
+    return weight
+
+
 @pytest.mark.parametrize("nbytes", NBYTES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("x_shape", "w_shape", "kwargs"), CASES)
@@ -115,12 +126,7 @@ def test_blocked_conv_ops_match_reference(
 ):
     block = conv_blocked.channel_block(dtype, nbytes)
     assert conv_blocked.vector_bytes(block, dtype) == nbytes
-    rng = make_rng(7)
-    x = randn(rng, _shape(x_shape, block), dtype)
-    weight = randn(rng, _shape(w_shape, block), dtype, scale=0.2)
-    bias = randn(rng, weight.shape[0], dtype)
-    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
-    check_conv(x, weight, bias, grad_out, kwargs)
+    weight = _check_blocked_case(x_shape, w_shape, kwargs, dtype, block, seed=7)
     k, c, kh, kw = weight.shape
     many_taps = c * kh * kw > conv_kernels.DIRECT_MAX_TAPS  # else the few-taps kernels
     # The input gradient: a blocked forward (forward form) or the blocked scatter form.
@@ -139,9 +145,9 @@ WIDE = [pytest.param(n, id=f"{n}-byte") for n in WIDTHS if VECTOR_BYTES < n <= F
 def test_blocked_forward_wide_vectors_match_reference(
     x_shape, w_shape, kwargs, dtype, nbytes, threads, monkeypatch
 ):
-    """Channels in blocks of two wide vectors: the forward (and the input gradient, a
-    forward) runs on them, the weight gradient on native vectors."""
-    widths = {"forward": set(), "grad_weight": set()}
+    """Channels in blocks of two wide vectors: the forward (and the input gradient in
+    forward form) runs on them, the weight gradient and the scatter form on native ones."""
+    widths = {"forward": set(), "grad_input": set(), "grad_weight": set()}
     for name, seen in widths.items():
         kernel = getattr(conv_blocked, f"_{name}")
 
@@ -152,14 +158,11 @@ def test_blocked_forward_wide_vectors_match_reference(
         monkeypatch.setattr(conv_blocked, f"_{name}", recorded)
     monkeypatch.setattr(conv_kernels, "_rows_fit", lambda *args: False)
     block = conv_blocked.channel_block(dtype, nbytes)
-    rng = make_rng(17)
-    x = randn(rng, _shape(x_shape, block), dtype)
-    weight = randn(rng, _shape(w_shape, block), dtype, scale=0.2)
-    bias = randn(rng, weight.shape[0], dtype)
-    grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
-    check_conv(x, weight, bias, grad_out, kwargs)
+    weight = _check_blocked_case(x_shape, w_shape, kwargs, dtype, block, seed=17)
     if weight[0].size > conv_kernels.DIRECT_MAX_TAPS:
-        assert widths == {"forward": {nbytes}, "grad_weight": {VECTOR_BYTES}}
+        assert widths["forward"] == {nbytes}
+        assert widths["grad_weight"] == {VECTOR_BYTES}
+    assert widths["grad_input"] <= {VECTOR_BYTES}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
