@@ -40,15 +40,14 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._kernels.blocks import add_6x2, fma_6x2, load_6x2, store_6x2
 from fastcnn._simd import (
     VECTOR_BYTES,
     WIDE_BYTES,
     lanes,
     token,
     vadd,
-    vbroadcast,
     vcopy,
-    vfma,
     vload,
     vstore,
     vzero,
@@ -193,14 +192,12 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bloc
                         off = toff[r]
                         w0 = vload(wt, r * k + k0, vec)
                         w1 = vload(wt, r * k + k0 + lane, vec)
-                        acc = _fma_block(
+                        acc = fma_6x2(
                             acc, xp, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off, b5 + off,
                             w0, w1, vec,
                         )  # fmt: skip
                     # Pixel-major in the block, channel-major in y: transpose via blk.
-                    _store_block(
-                        blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec
-                    )
+                    store_6x2(blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec)
                     count = min(PIXELS, p - p0)
                     for kk in range(width):
                         row = yb[k0 + kk]
@@ -249,16 +246,16 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
                     for k0 in range(0, k, width):
                         o0, o1, o2 = r0 * k + k0, r1 * k + k0, r2 * k + k0
                         o3, o4, o5 = r3 * k + k0, r4 * k + k0, r5 * k + k0
-                        a = _load_block(acc, o0, o1, o2, o3, o4, o5, vec)
+                        a = load_6x2(acc, o0, o1, o2, o3, o4, o5, vec)
                         for q in range(q0, q1):
                             g0 = vload(go, q * k + k0, vec)
                             g1 = vload(go, q * k + k0 + lane, vec)
                             base = bases[q]
-                            a = _fma_block(
+                            a = fma_6x2(
                                 a, xp, base + t0, base + t1, base + t2, base + t3, base + t4,
                                 base + t5, g0, g1, vec,
                             )  # fmt: skip
-                        _store_block(acc, o0, o1, o2, o3, o4, o5, a, vec)
+                        store_6x2(acc, o0, o1, o2, o3, o4, o5, a, vec)
 
 
 @jit(parallel=True)
@@ -304,7 +301,7 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
                         for kk in range(k):
                             o, g = (t * k + kk) * c + c0, kk * p
                             w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
-                            acc = _fma_block(
+                            acc = fma_6x2(
                                 acc, go, g + q0, g + q1, g + q2, g + q3, g + q4, g + q5, w0, w1,
                                 vec,
                             )  # fmt: skip
@@ -312,9 +309,9 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
                         if count == PIXELS:  # straight from the registers (measured 8% faster)
                             o0, o1, o2 = bases[q0] * c + d, bases[q1] * c + d, bases[q2] * c + d
                             o3, o4, o5 = bases[q3] * c + d, bases[q4] * c + d, bases[q5] * c + d
-                            _add_block(buf, o0, o1, o2, o3, o4, o5, acc, vec)
+                            add_6x2(buf, o0, o1, o2, o3, o4, o5, acc, vec)
                             continue
-                        _store_block(
+                        store_6x2(
                             blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec
                         )
                         for i in range(count):
@@ -325,78 +322,6 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
             flat = out[b].reshape(-1)
             for y in range(h):  # the interior rows of buf, pixel-major, to out's planes
                 _transpose_tiles(buf, ((y + ph) * wp + pw) * c, w, c, flat, y * w, h * w)
-
-
-# The micro-kernel's block: 6 pixels (or taps) x 2 vectors, as a 12-tuple of vectors
-# ``(a00, a01, a10, a11, ..., a51)``, pixel-major. Inlined: Numba keeps them in registers.
-
-
-@jit(inline="always")
-def _fma_block(acc, src, i0, i1, i2, i3, i4, i5, u, v, vec):
-    """``acc`` plus ``src[i_p] * (u, v)`` for each pixel ``p``: 6 broadcasts of ``src``
-    (width ``vec``), 12 fused multiply-adds."""
-    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
-    s = vbroadcast(src, i0, vec)
-    a00, a01 = vfma(u, s, a00), vfma(v, s, a01)
-    s = vbroadcast(src, i1, vec)
-    a10, a11 = vfma(u, s, a10), vfma(v, s, a11)
-    s = vbroadcast(src, i2, vec)
-    a20, a21 = vfma(u, s, a20), vfma(v, s, a21)
-    s = vbroadcast(src, i3, vec)
-    a30, a31 = vfma(u, s, a30), vfma(v, s, a31)
-    s = vbroadcast(src, i4, vec)
-    a40, a41 = vfma(u, s, a40), vfma(v, s, a41)
-    s = vbroadcast(src, i5, vec)
-    a50, a51 = vfma(u, s, a50), vfma(v, s, a51)
-    return (a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51)
-
-
-@jit(inline="always")
-def _load_block(src, o0, o1, o2, o3, o4, o5, vec):
-    """The block whose pixel ``p`` is the pair of vectors at ``src[o_p]``."""
-    lane = lanes(src, vec)
-    return (
-        vload(src, o0, vec), vload(src, o0 + lane, vec),
-        vload(src, o1, vec), vload(src, o1 + lane, vec),
-        vload(src, o2, vec), vload(src, o2 + lane, vec),
-        vload(src, o3, vec), vload(src, o3 + lane, vec),
-        vload(src, o4, vec), vload(src, o4 + lane, vec),
-        vload(src, o5, vec), vload(src, o5 + lane, vec),
-    )  # fmt: skip
-
-
-@jit(inline="always")
-def _store_block(dst, o0, o1, o2, o3, o4, o5, acc, vec):
-    """Pixel ``p`` of the block to the pair of vectors at ``dst[o_p]``."""
-    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
-    lane = lanes(dst, vec)
-    vstore(dst, o0, a00)
-    vstore(dst, o0 + lane, a01)
-    vstore(dst, o1, a10)
-    vstore(dst, o1 + lane, a11)
-    vstore(dst, o2, a20)
-    vstore(dst, o2 + lane, a21)
-    vstore(dst, o3, a30)
-    vstore(dst, o3 + lane, a31)
-    vstore(dst, o4, a40)
-    vstore(dst, o4 + lane, a41)
-    vstore(dst, o5, a50)
-    vstore(dst, o5 + lane, a51)
-
-
-@jit(inline="always")
-def _add_block(dst, o0, o1, o2, o3, o4, o5, acc, vec):
-    """Pixel ``p`` of the block added to the pair of vectors at ``dst[o_p]``."""
-    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
-    b00, b01, b10, b11, b20, b21, b30, b31, b40, b41, b50, b51 = _load_block(
-        dst, o0, o1, o2, o3, o4, o5, vec
-    )
-    total = (
-        vadd(b00, a00), vadd(b01, a01), vadd(b10, a10), vadd(b11, a11),
-        vadd(b20, a20), vadd(b21, a21), vadd(b30, a30), vadd(b31, a31),
-        vadd(b40, a40), vadd(b41, a41), vadd(b50, a50), vadd(b51, a51),
-    )  # fmt: skip
-    _store_block(dst, o0, o1, o2, o3, o4, o5, total, vec)
 
 
 # --- drivers ---------------------------------------------------------------------------

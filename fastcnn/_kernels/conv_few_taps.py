@@ -21,6 +21,7 @@ import numba
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._kernels.blocks import fma_4x3, store_4x3
 from fastcnn._kernels.conv_blocked import _pad_into, sum_parts
 from fastcnn._simd import (
     VECTOR_BYTES,
@@ -28,9 +29,7 @@ from fastcnn._simd import (
     token,
     vbroadcast,
     vcopy,
-    vfma,
     vload,
-    vstore,
     vsum,
     vzero,
 )
@@ -84,23 +83,17 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
                 # A short last block repeats its last channel, storing the same values.
                 k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
                 for q0 in range(0, p, block):
-                    a00 = a01 = a02 = vbroadcast(bias, k0, vec)
-                    a10 = a11 = a12 = vbroadcast(bias, k1, vec)
-                    a20 = a21 = a22 = vbroadcast(bias, k2, vec)
-                    a30 = a31 = a32 = vbroadcast(bias, k3, vec)
+                    u0, u1 = vbroadcast(bias, k0, vec), vbroadcast(bias, k1, vec)
+                    u2, u3 = vbroadcast(bias, k2, vec), vbroadcast(bias, k3, vec)
+                    acc = (u0, u0, u0, u1, u1, u1, u2, u2, u2, u3, u3, u3)
                     for t in range(taps):
                         col = t * padded + q0
                         s0 = vload(cols, col, vec)
                         s1 = vload(cols, col + lane, vec)
                         s2 = vload(cols, col + 2 * lane, vec)
-                        v = vbroadcast(w2d[k0], t, vec)
-                        a00, a01, a02 = vfma(v, s0, a00), vfma(v, s1, a01), vfma(v, s2, a02)
-                        v = vbroadcast(w2d[k1], t, vec)
-                        a10, a11, a12 = vfma(v, s0, a10), vfma(v, s1, a11), vfma(v, s2, a12)
-                        v = vbroadcast(w2d[k2], t, vec)
-                        a20, a21, a22 = vfma(v, s0, a20), vfma(v, s1, a21), vfma(v, s2, a22)
-                        v = vbroadcast(w2d[k3], t, vec)
-                        a30, a31, a32 = vfma(v, s0, a30), vfma(v, s1, a31), vfma(v, s2, a32)
+                        v0, v1 = vbroadcast(w2d[k0], t, vec), vbroadcast(w2d[k1], t, vec)
+                        v2, v3 = vbroadcast(w2d[k2], t, vec), vbroadcast(w2d[k3], t, vec)
+                        acc = fma_4x3(acc, v0, v1, v2, v3, s0, s1, s2)
                     full = q0 + block <= p
                     # A whole block goes straight to y; the last, short one through tail.
                     dst = yf if full else tail
@@ -108,18 +101,7 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
                     o1 = (b * k + k1) * p + q0 if full else block
                     o2 = (b * k + k2) * p + q0 if full else 2 * block
                     o3 = (b * k + k3) * p + q0 if full else 3 * block
-                    vstore(dst, o0, a00)
-                    vstore(dst, o0 + lane, a01)
-                    vstore(dst, o0 + 2 * lane, a02)
-                    vstore(dst, o1, a10)
-                    vstore(dst, o1 + lane, a11)
-                    vstore(dst, o1 + 2 * lane, a12)
-                    vstore(dst, o2, a20)
-                    vstore(dst, o2 + lane, a21)
-                    vstore(dst, o2 + 2 * lane, a22)
-                    vstore(dst, o3, a30)
-                    vstore(dst, o3 + lane, a31)
-                    vstore(dst, o3 + 2 * lane, a32)
+                    store_4x3(dst, o0, o1, o2, o3, 0, lane, 2 * lane, acc)
                     if not full:
                         count = p - q0
                         for i, ki in enumerate((k0, k1, k2, k3)):
@@ -157,22 +139,18 @@ def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial
                 k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
                 for t0 in range(0, taps, TAPS):
                     t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
-                    a00 = a01 = a02 = a10 = a11 = a12 = vzero(acc, vec)
-                    a20 = a21 = a22 = a30 = a31 = a32 = a00
+                    z = vzero(acc, vec)
+                    a = (z, z, z, z, z, z, z, z, z, z, z, z)
                     g0, g1, g2, g3 = k0 * p, k1 * p, k2 * p, k3 * p
                     c0, c1, c2 = t0 * p, t1 * p, t2 * p
                     for q in range(0, whole, lane):
                         s0 = vload(cols, c0 + q, vec)
                         s1 = vload(cols, c1 + q, vec)
                         s2 = vload(cols, c2 + q, vec)
-                        v = vload(go, g0 + q, vec)
-                        a00, a01, a02 = vfma(v, s0, a00), vfma(v, s1, a01), vfma(v, s2, a02)
-                        v = vload(go, g1 + q, vec)
-                        a10, a11, a12 = vfma(v, s0, a10), vfma(v, s1, a11), vfma(v, s2, a12)
-                        v = vload(go, g2 + q, vec)
-                        a20, a21, a22 = vfma(v, s0, a20), vfma(v, s1, a21), vfma(v, s2, a22)
-                        v = vload(go, g3 + q, vec)
-                        a30, a31, a32 = vfma(v, s0, a30), vfma(v, s1, a31), vfma(v, s2, a32)
+                        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
+                        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
+                        a = fma_4x3(a, v0, v1, v2, v3, s0, s1, s2)
+                    a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32 = a
                     sums = (
                         (vsum(a00), vsum(a01), vsum(a02)),
                         (vsum(a10), vsum(a11), vsum(a12)),

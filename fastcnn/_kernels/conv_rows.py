@@ -31,6 +31,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._kernels.blocks import fma_4x3, load_4x3, store_4x3
 from fastcnn._kernels.conv_blocked import (
     _pad_into,
     every_tap,
@@ -38,7 +39,7 @@ from fastcnn._kernels.conv_blocked import (
     sum_parts,
     tap_offsets,
 )
-from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vcopy, vfma, vload, vstore
+from fastcnn._simd import VECTOR_BYTES, lanes, token, vbroadcast, vcopy, vload
 from fastcnn._workspace import scratch
 
 CHANNELS = 4  # output channels per block
@@ -95,37 +96,20 @@ def _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, y, parts, xps, t
                     for k0 in range(0, k, CHANNELS):
                         # A short last block repeats its last channel into a spare row.
                         k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
-                        a00 = a01 = a02 = vbroadcast(bias, k0, vec)
-                        a10 = a11 = a12 = vbroadcast(bias, k1, vec)
-                        a20 = a21 = a22 = vbroadcast(bias, k2, vec)
-                        a30 = a31 = a32 = vbroadcast(bias, k3, vec)
+                        u0, u1 = vbroadcast(bias, k0, vec), vbroadcast(bias, k1, vec)
+                        u2, u3 = vbroadcast(bias, k2, vec), vbroadcast(bias, k3, vec)
+                        acc = (u0, u0, u0, u1, u1, u1, u2, u2, u2, u3, u3, u3)
                         for r in range(r_first, r_end):
                             o, w = toff[r] + q0, r * k
                             s0 = vload(xp, o, vec)
                             s1 = vload(xp, o + lane, vec)
                             s2 = vload(xp, o + 2 * lane, vec)
-                            v = vbroadcast(wt, w + k0, vec)
-                            a00, a01, a02 = vfma(v, s0, a00), vfma(v, s1, a01), vfma(v, s2, a02)
-                            v = vbroadcast(wt, w + k1, vec)
-                            a10, a11, a12 = vfma(v, s0, a10), vfma(v, s1, a11), vfma(v, s2, a12)
-                            v = vbroadcast(wt, w + k2, vec)
-                            a20, a21, a22 = vfma(v, s0, a20), vfma(v, s1, a21), vfma(v, s2, a22)
-                            v = vbroadcast(wt, w + k3, vec)
-                            a30, a31, a32 = vfma(v, s0, a30), vfma(v, s1, a31), vfma(v, s2, a32)
+                            v0, v1 = vbroadcast(wt, w + k0, vec), vbroadcast(wt, w + k1, vec)
+                            v2, v3 = vbroadcast(wt, w + k2, vec), vbroadcast(wt, w + k3, vec)
+                            acc = fma_4x3(acc, v0, v1, v2, v3, s0, s1, s2)
                         o0, o1 = k0 * stride + t, (k0 + 1) * stride + t
                         o2, o3 = (k0 + 2) * stride + t, (k0 + 3) * stride + t
-                        vstore(tmp, o0, a00)
-                        vstore(tmp, o0 + lane, a01)
-                        vstore(tmp, o0 + 2 * lane, a02)
-                        vstore(tmp, o1, a10)
-                        vstore(tmp, o1 + lane, a11)
-                        vstore(tmp, o1 + 2 * lane, a12)
-                        vstore(tmp, o2, a20)
-                        vstore(tmp, o2 + lane, a21)
-                        vstore(tmp, o2 + 2 * lane, a22)
-                        vstore(tmp, o3, a30)
-                        vstore(tmp, o3 + lane, a31)
-                        vstore(tmp, o3 + 2 * lane, a32)
+                        store_4x3(tmp, o0, o1, o2, o3, 0, lane, 2 * lane, acc)
                 yb = y[b].reshape(-1)
                 for kk in range(k):
                     for oy in range(oy0, oy1):
@@ -177,42 +161,15 @@ def _grad_weight(x, grad_out, toff, wp, ph, pw, parts, xps, gos, partial, vec):
                     t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
                     s0, s1, s2 = toff[t0], toff[t1], toff[t2]
                     u0, u1, u2 = t0 * lane, t1 * lane, t2 * lane
-                    a00 = vload(acc, h0 + u0, vec)
-                    a01 = vload(acc, h0 + u1, vec)
-                    a02 = vload(acc, h0 + u2, vec)
-                    a10 = vload(acc, h1 + u0, vec)
-                    a11 = vload(acc, h1 + u1, vec)
-                    a12 = vload(acc, h1 + u2, vec)
-                    a20 = vload(acc, h2 + u0, vec)
-                    a21 = vload(acc, h2 + u1, vec)
-                    a22 = vload(acc, h2 + u2, vec)
-                    a30 = vload(acc, h3 + u0, vec)
-                    a31 = vload(acc, h3 + u1, vec)
-                    a32 = vload(acc, h3 + u2, vec)
+                    a = load_4x3(acc, h0, h1, h2, h3, u0, u1, u2, vec)
                     for q in range(0, stride, lane):
                         c0 = vload(xp, s0 + q, vec)
                         c1 = vload(xp, s1 + q, vec)
                         c2 = vload(xp, s2 + q, vec)
-                        v = vload(go, g0 + q, vec)
-                        a00, a01, a02 = vfma(v, c0, a00), vfma(v, c1, a01), vfma(v, c2, a02)
-                        v = vload(go, g1 + q, vec)
-                        a10, a11, a12 = vfma(v, c0, a10), vfma(v, c1, a11), vfma(v, c2, a12)
-                        v = vload(go, g2 + q, vec)
-                        a20, a21, a22 = vfma(v, c0, a20), vfma(v, c1, a21), vfma(v, c2, a22)
-                        v = vload(go, g3 + q, vec)
-                        a30, a31, a32 = vfma(v, c0, a30), vfma(v, c1, a31), vfma(v, c2, a32)
-                    vstore(acc, h0 + u0, a00)
-                    vstore(acc, h0 + u1, a01)
-                    vstore(acc, h0 + u2, a02)
-                    vstore(acc, h1 + u0, a10)
-                    vstore(acc, h1 + u1, a11)
-                    vstore(acc, h1 + u2, a12)
-                    vstore(acc, h2 + u0, a20)
-                    vstore(acc, h2 + u1, a21)
-                    vstore(acc, h2 + u2, a22)
-                    vstore(acc, h3 + u0, a30)
-                    vstore(acc, h3 + u1, a31)
-                    vstore(acc, h3 + u2, a32)
+                        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
+                        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
+                        a = fma_4x3(a, v0, v1, v2, v3, c0, c1, c2)
+                    store_4x3(acc, h0, h1, h2, h3, u0, u1, u2, a)
 
 
 def forward(x, weight, bias, g, out):
