@@ -12,7 +12,7 @@ padding costs the same, and no work is spent on wrapped or padded columns.
 - :func:`_grad_input`: the input gradient in *scatter form*, any stride: the block is 6
   pixels of ``grad_out`` x 2 vectors of input channels, summed over the output channels
   for one tap at a time and added where that tap sends them. It multiplies no padding
-  zeros, which the forward form does (a sixth of its work on mnist-conv2), but adds into
+  zeros, which the forward form does (15% of its work on mnist-conv2), but adds into
   memory after every K terms; :func:`forward_form_pays` picks the form.
 - :func:`_grad_weight`: the same block over (6 taps x 2 channel vectors), reduced over the
   output pixels of every image.
@@ -267,7 +267,7 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
     grad_out (N, K, OH, OW); wt (taps*K*C,): the weight as (KH, KW, K, C); bases (OH*OW,):
     :func:`pixel_offsets` of grad_out's pixels in the padded planes; toff (taps,): ``i*dh*WP
     + j*dw``; out (N, C, H, W) with C a multiple of :func:`channel_block`; vec: the vector
-    width, a :func:`fastcnn._simd.token`. Scratch: bufs (parts, HP*WP*C + 2*lanes): one
+    width, a :func:`fastcnn._simd.token`. Scratch: bufs (parts, at least HP*WP*C): one
     image's padded gradient, pixel-major; blocks (parts, PIXELS*2*lanes).
 
     Every product is one that the reference's ``col2im`` adds (the padding's share is
