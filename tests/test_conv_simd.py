@@ -241,6 +241,8 @@ ROWS_CASES = [
     pytest.param((2, 16, 12, 32), (32, 16, 3, 3), {"padding": 1}, id="cifar-like"),
     pytest.param((1, 3, 7, 9), (5, 3, 3, 3), {}, id="batch1-odd-sizes"),
     pytest.param((2, 4, 9, 30), (1, 4, 3, 3), {"padding": (2, 1)}, id="one-channel-out"),
+    # One input channel: the input gradient's forward has one output channel.
+    pytest.param((2, 1, 15, 28), (6, 1, 5, 5), {"padding": 2}, id="one-channel-in"),
     pytest.param((3, 2, 11, 40), (13, 2, 3, 5), {"padding": (1, 2)}, id="non-square-kernel"),
     pytest.param((2, 5, 20, 33), (7, 5, 3, 3), {"dilation": 2, "padding": 2}, id="dilation2"),
     pytest.param((2, 6, 3, 41), (6, 6, 3, 3), {}, id="one-output-row"),
@@ -266,15 +268,17 @@ def test_rows_conv_matches_reference(x_shape, w_shape, kwargs, dtype, threads, r
     assert rows_calls == {"forward": 1 + input_grad, "grad_weight": 1}
 
 
-@pytest.mark.parametrize("band_bytes", [1, 3000])
-def test_rows_conv_in_bands(band_bytes, monkeypatch, threads, rows_calls):
+@pytest.mark.parametrize(("c", "size"), [(5, 3), (1, 5)])
+@pytest.mark.parametrize("band_bytes", [1, 3000, 6000])
+def test_rows_conv_in_bands(band_bytes, c, size, monkeypatch, threads, rows_calls):
     """Output rows in bands of one row, and of a few rows that do not divide OH: the
-    blocks that run past a band's end are dropped and computed again in the next."""
+    blocks that run past a band's end are dropped and computed again in the next (one
+    input channel: the input gradient's blocks of one channel)."""
     monkeypatch.setattr(conv_rows, "BAND_BYTES", band_bytes)
     rng = make_rng(14)
-    x = randn(rng, (2, 5, 13, 17), np.float64)
-    weight = randn(rng, (6, 5, 3, 3), np.float64)
-    grad_out = randn(rng, (2, 6, 13, 17), np.float64)
+    x = randn(rng, (2, c, 13, 17), np.float64)
+    weight = randn(rng, (6, c, size, size), np.float64)
+    grad_out = randn(rng, (2, 6, 16 - size, 20 - size), np.float64)
     check_conv(x, weight, randn(rng, 6, np.float64), grad_out, {"padding": 1})
     assert rows_calls == {"forward": 2, "grad_weight": 1}
 

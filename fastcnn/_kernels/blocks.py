@@ -9,7 +9,9 @@ kernel). Two shapes:
 - 6 x 2 (:mod:`fastcnn._kernels.conv_blocked`): 6 pixels (or taps), each a pair of
   vectors of channels; the block ``(a00, a01, a10, a11, ..., a51)``, pixel-major;
 - 4 x 3 (:mod:`fastcnn._kernels.conv_rows`, :mod:`fastcnn._kernels.conv_few_taps`):
-  4 channels, each 3 vectors of pixels (or taps); ``(a00, a01, a02, a10, ..., a32)``.
+  4 channels, each 3 vectors of pixels (or taps); ``(a00, a01, a02, a10, ..., a32)``;
+  one channel of 12 consecutive vectors (:func:`fma_1x12`) has the layout of 4 x 3 rows
+  ``3*lanes`` apart, so :func:`store_4x3` stores it.
 
 Offsets are into 1-D C-contiguous arrays and unchecked, like :func:`fastcnn._simd.vload`.
 """
@@ -132,3 +134,24 @@ def store_4x3(dst, o0, o1, o2, o3, p0, p1, p2, acc):
     vstore(dst, o3 + p0, a30)
     vstore(dst, o3 + p1, a31)
     vstore(dst, o3 + p2, a32)
+
+
+@jit(inline="always")
+def fma_1x12(acc, v, src, o, vec):
+    """``acc`` plus ``v * src[o + j*lanes : o + (j + 1)*lanes]`` for the 12 consecutive
+    vectors ``j``: 12 loads, 12 fused multiply-adds."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11 = acc
+    lane = lanes(src, vec)
+    a0 = vfma(v, vload(src, o, vec), a0)
+    a1 = vfma(v, vload(src, o + lane, vec), a1)
+    a2 = vfma(v, vload(src, o + 2 * lane, vec), a2)
+    a3 = vfma(v, vload(src, o + 3 * lane, vec), a3)
+    a4 = vfma(v, vload(src, o + 4 * lane, vec), a4)
+    a5 = vfma(v, vload(src, o + 5 * lane, vec), a5)
+    a6 = vfma(v, vload(src, o + 6 * lane, vec), a6)
+    a7 = vfma(v, vload(src, o + 7 * lane, vec), a7)
+    a8 = vfma(v, vload(src, o + 8 * lane, vec), a8)
+    a9 = vfma(v, vload(src, o + 9 * lane, vec), a9)
+    a10 = vfma(v, vload(src, o + 10 * lane, vec), a10)
+    a11 = vfma(v, vload(src, o + 11 * lane, vec), a11)
+    return (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11)
