@@ -373,6 +373,7 @@ def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
     [
         pytest.param((3, 1, 28, 28), (32, 1, 3, 3), {}, id="mnist-conv1"),
         pytest.param((2, 1, 7, 9), (5, 1, 3, 3), {"padding": 1}, id="channels-not-by-4"),
+        pytest.param((2, 1, 14, 15), (7, 1, 3, 3), {}, id="block-pairs-channels-not-by-4"),
         pytest.param((1, 2, 5, 6), (6, 2, 2, 2), {"dilation": 2, "padding": 1}, id="dilation"),
         pytest.param((2, 1, 4, 4), (3, 1, 4, 4), {}, id="one-pixel"),
         pytest.param((2, 1, 40, 37), (4, 1, 3, 3), {"padding": (2, 0)}, id="long-pixel-tail"),
