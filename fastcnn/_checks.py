@@ -63,6 +63,9 @@ def _is_int(value) -> bool:
 
 def as_pair(value, name: str, op: str, *, minimum: int) -> tuple[int, int]:
     """Normalise an int or an ``(h, w)`` pair of ints, each at least ``minimum``."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int:
+        if min(value) >= minimum:
+            return value  # the layers' own pairs, on every call: the checks below, faster
     if _is_int(value):
         pair = (int(value), int(value))
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):

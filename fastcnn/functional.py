@@ -52,6 +52,13 @@ def _c(a, dtype=None):
     Writeable because Numba compiles a separate specialisation of every kernel for
     read-only arrays; copying the rare read-only input is cheaper than that compile.
     """
+    if (
+        type(a) is np.ndarray
+        and a.flags.c_contiguous
+        and a.flags.writeable
+        and (dtype is None or a.dtype == dtype)
+    ):
+        return a  # what np.require returns here, without its ~2 us of Python
     return np.require(a, dtype, "CW")  # unlike np.ascontiguousarray, keeps 0-D arrays 0-D
 
 
