@@ -75,6 +75,8 @@ def rows_calls(monkeypatch):
         return g.sh == g.sw == 1 and g.c * g.kh * g.kw > conv_kernels.DIRECT_MAX_TAPS
 
     monkeypatch.setattr(conv_kernels, "_rows_fit", forced)
+    # The weight gradient too, where the blocked kernel would take it.
+    monkeypatch.setattr(conv_kernels, "_rows_grad_weight_fits", conv_kernels._rows_grad_weight_runs)
     return _count_calls(monkeypatch, conv_rows)
 
 
@@ -331,7 +333,8 @@ def test_rows_conv_bitwise_repeatable(dtype, threads, rows_calls):
 
 def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
     """Unforced: wide rows with at most one full-width channel block take the wrapped
-    rows (all three ways), narrower rows or two full blocks the blocked kernels."""
+    rows (forward and input gradient), narrower rows or two full blocks the blocked
+    kernels; the weight gradient takes the blocked kernel wherever it fits."""
     dtype = np.dtype(np.float32)
     block = conv_blocked.channel_block(dtype)
     rows = _count_calls(monkeypatch, conv_rows)
@@ -352,7 +355,9 @@ def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
 
     both = {"forward": 2, "grad_weight": 1}
     none = {"forward": 0, "grad_weight": 0}
-    assert run(block // 2, block, 32) == (both, none)  # cifar-16x32
+    rows_way = ({"forward": 2, "grad_weight": 0}, {"forward": 0, "grad_weight": 1})
+    assert run(block // 2, block, 32) == rows_way  # cifar-16x32
+    assert run(block // 2, block - 1, 32) == (both, none)  # channels the blocked kernel lacks
     assert run(2 * block, 2 * block, 32) == (none, both)  # cifar-64x64
     assert run(block, block, 11) == (none, both)  # narrow rows: 8 * 2 > 13
     assert run(block, 2 * block, 14) == (none, both)  # one full block: 16 * 2 > 16

@@ -402,10 +402,12 @@ def _rows_fit(g, channels: int, row_width: int, dtype) -> bool:
     channel blocks at full vector width (then never); with one, rows win where at most a
     sixteenth of each row is dropped; on narrower vectors (or channel counts it does not
     take), where at most an eighth is. Measured at 2 threads, interleaved in one process
-    (ms, rows / blocked): cifar-16x32 (a 34-wide padded row) forward 4.9-5.2 / 6.2-6.3,
-    input gradient (C = 16) 4.9-5.3 / 6.8-6.9, weight gradient 5.5 / 6.7; C = 16 on 16-wide
-    rows: forward 1.2-1.3 / 1.3, input gradient 1.5 / 1.7-1.8; C = 32 on 16-wide rows
-    (``fastcnn train``'s second convolution), input gradient 4.4 / 3.6."""
+    (ms, rows / blocked), on AMD Zen 4: cifar-16x32 (a 34-wide padded row) forward
+    4.9-5.2 / 6.2-6.3, input gradient (C = 16) 4.9-5.3 / 6.8-6.9; C = 16 on 16-wide rows:
+    forward 1.2-1.3 / 1.3, input gradient 1.5 / 1.7-1.8; C = 32 on 16-wide rows
+    (``fastcnn train``'s second convolution), input gradient 4.4 / 3.6. On Zen 5:
+    cifar-16x32 forward 2.07 / 2.16, input gradient 2.02 / 3.27; C = 16 on 16-wide rows
+    0.44 / 0.49 and 0.47 / 0.78. (The weight gradient: :func:`_rows_grad_weight_fits`.)"""
     if not (g.sh == g.sw == 1 and g.c * g.kh * g.kw > DIRECT_MAX_TAPS):
         return False
     if conv_blocked.vector_bytes(channels, dtype) == conv_blocked.VECTOR_BYTES:
@@ -561,10 +563,19 @@ def grad_weight(x, grad_out, g, out):
 
 
 def _rows_grad_weight_fits(x, g) -> bool:
-    """The wrapped-rows weight gradient: where the forward would take wrapped rows
-    (:func:`_rows_fit`), with its per-lane partial sums small enough to stay in the cache
-    (:func:`conv_rows.partials_fit`) and a finite x (the dropped pixels read x, times zero).
-    Measured, cifar-16x32 at 2 threads, interleaved: 6.5-6.6 -> 5.3-5.6 ms."""
+    """The wrapped-rows weight gradient where the blocked kernel does not take the
+    channels and :func:`_rows_grad_weight_runs`. Where both run, the blocked one is faster
+    on AMD Zen 5 (blocked / rows time, interleaved, 1 and 2 threads: cifar-16x32 0.70-0.74,
+    C = 16 on 16-wide rows 0.49-0.57, float64 0.73-0.84); on Zen 4 the rows kernel won
+    (cifar-16x32 at 2 threads: 5.3-5.6 ms, blocked 6.5-6.6)."""
+    return not conv_blocked.fits(g.k, x.dtype) and _rows_grad_weight_runs(x, g)
+
+
+def _rows_grad_weight_runs(x, g) -> bool:
+    """Whether :func:`conv_rows.grad_weight` may run: where the forward would take wrapped
+    rows (:func:`_rows_fit`), with its per-lane partial sums small enough to stay in the
+    cache (:func:`conv_rows.partials_fit`) and a finite x (the dropped pixels read x, times
+    zero)."""
     return (
         _rows_fit(g, g.k, g.w + 2 * g.pw, x.dtype)
         and conv_rows.partials_fit(g.k * g.c * g.kh * g.kw)
