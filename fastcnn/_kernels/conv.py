@@ -12,8 +12,9 @@ Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_w
 
 - stride 1, more than ``DIRECT_MAX_TAPS`` taps, wide rows and few channels (at most one
   full-width channel block of the blocked kernel, or channel counts it does not take):
-  the forward, input gradient and weight gradient of :mod:`fastcnn._kernels.conv_rows`,
-  SIMD along wrapped output rows (:func:`_rows_fit`, :func:`_rows_grad_weight_fits`);
+  the forward and input gradient of :mod:`fastcnn._kernels.conv_rows`, SIMD along
+  wrapped output rows (:func:`_rows_fit`), and its weight gradient where the blocked
+  kernel does not take the channels (:func:`_rows_grad_weight_fits`);
 - channels in whole blocks of two SIMD vectors (e.g. 8, 16, 32, 64 float32 channels) and
   more than ``DIRECT_MAX_TAPS`` taps: the register-blocked direct convolution of
   :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward, input
