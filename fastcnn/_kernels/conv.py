@@ -504,21 +504,21 @@ def _forward_wrapped(x, weight, bias, g, out):
 
 def grad_input(weight, grad_out, g, out):
     """Input gradient: at stride 1 a forward convolution of the padded grad_out where it
-    can be (:func:`_as_forward`): by :mod:`conv_rows` on wide rows, else by the blocked
-    kernel in whole channel blocks where that form pays
-    (:func:`conv_blocked.forward_form_pays`); else, in whole channel blocks, the blocked
-    scatter form; otherwise :func:`_grad_input` on slices of the batch
-    (:func:`_over_images`)."""
+    can be (:func:`_forward_form_fits`, and a finite weight: the padding zeros meet every
+    weight, and ``inf * 0`` would be NaN where the reference has no term): by
+    :mod:`conv_rows` on wide rows, else by the blocked kernel in whole channel blocks where
+    that form pays (:func:`conv_blocked.forward_form_pays`); else, in whole channel blocks,
+    the blocked scatter form (any weight); otherwise :func:`_grad_input` on slices of the
+    batch (:func:`_over_images`)."""
     if g.n == 0:
         return
     blocks = g.k * g.kh * g.kw > DIRECT_MAX_TAPS and conv_blocked.fits(g.c, weight.dtype)
-    if _as_forward(weight, g):
+    if _forward_form_fits(g):
         # As a forward convolution: grad_out's K channels in, C out, rows W + reach wide.
-        if _rows_fit(g._replace(c=g.k), g.c, g.w + g.dw * (g.kw - 1), weight.dtype):
-            conv_rows.grad_input(weight, grad_out, g, out)
-            return
-        if blocks and conv_blocked.forward_form_pays(g):
-            conv_blocked.grad_input(weight, grad_out, g, out)
+        rows = _rows_fit(g._replace(c=g.k), g.c, g.w + g.dw * (g.kw - 1), weight.dtype)
+        # The weight is scanned only where a forward form would run.
+        if (rows or (blocks and conv_blocked.forward_form_pays(g))) and _all_finite(weight):
+            (conv_rows if rows else conv_blocked).grad_input(weight, grad_out, g, out)
             return
     if blocks:
         conv_blocked.grad_input_scatter(weight, grad_out, g, out)
@@ -530,17 +530,15 @@ def grad_input(weight, grad_out, g, out):
     _over_images(g.n, work)
 
 
-def _as_forward(weight, g) -> bool:
+def _forward_form_fits(g) -> bool:
     """Whether the input gradient may run as the forward convolution of grad_out padded by
-    ``d*(k-1) - p``: stride 1, that padding not negative, more taps than
-    ``DIRECT_MAX_TAPS``, and a finite weight (the padding zeros meet every weight, and
-    ``inf * 0`` would be NaN where the reference has no term)."""
+    ``d*(k-1) - p`` (given a finite weight): stride 1, that padding not negative, and more
+    taps than ``DIRECT_MAX_TAPS``."""
     return (
         g.sh == g.sw == 1
         and g.ph <= g.dh * (g.kh - 1)
         and g.pw <= g.dw * (g.kw - 1)
         and g.k * g.kh * g.kw > DIRECT_MAX_TAPS
-        and _all_finite(weight)
     )
 
 
