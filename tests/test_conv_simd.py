@@ -33,12 +33,15 @@ from fastcnn._simd import (
     lanes,
     token,
     vadd,
+    vadd_run,
     vbroadcast,
     vcopy,
     vfill,
     vfma,
     vload,
+    vload_head,
     vstore,
+    vstore_head,
     vsub,
     vsum,
     vzero,
@@ -82,8 +85,8 @@ def rows_calls(monkeypatch):
 
 @pytest.fixture
 def few_taps_calls(monkeypatch):
-    """Counts the calls of the two few-taps kernels."""
-    return _count_calls(monkeypatch, conv_few_taps)
+    """Counts the calls of the three few-taps kernels."""
+    return _count_calls(monkeypatch, conv_few_taps, ("forward", "grad_input", "grad_weight"))
 
 
 # (x shape, weight shape, kwargs) with C = K = "B" (one channel block) or "2B".
@@ -391,12 +394,43 @@ def test_few_taps_conv_matches_reference(x_shape, w_shape, kwargs, dtype, thread
     bias = randn(rng, w_shape[0], dtype)
     grad_out = randn(rng, R.conv2d(x, weight, **kwargs).shape, dtype)
     check_conv(x, weight, bias, grad_out, kwargs)
-    assert few_taps_calls == {"forward": 1, "grad_weight": 1}
+    assert few_taps_calls == {"forward": 1, "grad_input": 1, "grad_weight": 1}
     # NaN and inf in the input and in grad_out, an infinite weight meeting the padding.
     x[0, 0, 1, 2], x[-1, 0, -1, -1] = np.nan, -np.inf
     grad_out[0, -1, 0, 0] = np.inf
     weight[0, 0, 0, 0] = np.inf
     check_conv(x, weight, bias, grad_out, kwargs)
+
+
+@SPECIAL_VALUES
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kwargs"),
+    [
+        pytest.param((3, 1, 28, 28), (32, 1, 3, 3), {"stride": 2}, id="stride2"),
+        pytest.param((2, 1, 9, 13), (5, 1, 3, 2), {"stride": (3, 2), "padding": 1}, id="pairs"),
+        pytest.param((1, 1, 11, 10), (6, 1, 3, 3), {"stride": 2, "dilation": 2}, id="dilation"),
+        pytest.param((2, 1, 5, 5), (3, 1, 4, 4), {"stride": 2, "padding": 2}, id="padding-gt-half"),
+        pytest.param((2, 16, 6, 7), (9, 16, 1, 1), {}, id="kernel-1x1"),
+        pytest.param((2, 1, 2, 40), (4, 1, 2, 3), {"padding": (0, 1)}, id="one-output-row"),
+    ],
+)
+def test_few_taps_grad_input_at_any_stride(
+    x_shape, w_shape, kwargs, dtype, threads, few_taps_calls
+):
+    """The input gradient of few taps takes every stride (its products meet no padding;
+    the column stride is added pixel by pixel): against the reference, and with NaN and
+    inf in grad_out and the weight in the same places as the reference's."""
+    rng = make_rng(21)
+    weight = randn(rng, w_shape, dtype)
+    grad_out = randn(rng, R.conv2d(randn(rng, x_shape, dtype), weight, **kwargs).shape, dtype)
+    for _ in range(2):
+        got = F.conv2d_grad_input(x_shape, weight, grad_out, **kwargs)
+        want = R.conv2d_grad_input(x_shape, weight, grad_out, **kwargs)
+        assert_close(got, want, dtype, atol=atol_for(dtype, weight.size))
+        grad_out[0, -1, 0, 0], grad_out[-1, 0, -1, -1] = np.inf, np.nan
+        weight[-1, 0, 0, -1] = -np.inf
+    assert few_taps_calls["grad_input"] == 2
 
 
 # --- the intrinsics --------------------------------------------------------------------
@@ -460,6 +494,36 @@ def test_vcopy_copies_exactly_the_run(dtype, nbytes):
         vcopy(src, 3, dst, 5, n, token(nbytes))
         want = np.full(8 * lane, -7, dtype)
         want[5 : 5 + n] = src[3 : 3 + n]
+        np.testing.assert_array_equal(dst, want)
+
+
+@jit()
+def _heads(src, s, dst, d, n, vec):
+    vstore_head(dst, d, vload_head(src, s, n, vec), n)
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_loads_stores_and_vadd_run(dtype, nbytes):
+    """``vload_head``/``vstore_head`` move the first n lanes and touch nothing else, also at
+    the very end of an array; ``vadd_run`` adds exactly the run."""
+    lane = nbytes // np.dtype(dtype).itemsize
+    rng = make_rng(31)
+    src = randn(rng, 8 * lane, dtype)
+    for n in (0, 1, lane - 1, lane):
+        dst = np.full(8 * lane, -7, dtype)
+        _heads(src, 8 * lane - n, dst, 3, n, token(nbytes))  # the last n elements of src
+        want = np.full(8 * lane, -7, dtype)
+        want[3 : 3 + n] = src[8 * lane - n :]
+        np.testing.assert_array_equal(dst, want)
+        end = np.full(n, -7, dtype)
+        _heads(src, 2, end, 0, n, token(nbytes))  # into an array of exactly n elements
+        np.testing.assert_array_equal(end, src[2 : 2 + n])
+    for n in (0, 1, lane - 1, lane, lane + 1, 3 * lane + 2):
+        dst = randn(rng, 8 * lane, dtype)
+        want = dst.copy()
+        want[5 : 5 + n] += src[1 : 1 + n]
+        vadd_run(src, 1, dst, 5, n, token(nbytes))
         np.testing.assert_array_equal(dst, want)
 
 

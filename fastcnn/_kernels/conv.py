@@ -20,9 +20,10 @@ Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_w
   :mod:`fastcnn._kernels.conv_blocked`, all in Numba on all threads (forward, input
   gradient and weight gradient at any stride; the stride-1 input gradient with a finite
   weight may run as a forward convolution of the padded ``grad_out``);
-- few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input) at stride 1: the forward
-  and the weight gradient of :mod:`fastcnn._kernels.conv_few_taps`, SIMD along the
-  output pixels of a per-image column matrix;
+- few taps (``CKK <= DIRECT_MAX_TAPS``, e.g. a 1-channel input): the forward and the
+  weight gradient (stride 1) and the input gradient (any stride) of
+  :mod:`fastcnn._kernels.conv_few_taps`, SIMD along the output pixels of a per-image
+  column matrix;
 - the GEMM paths below cover every other geometry. Stride 1, "wrapped" columns: each
   padded image plane is copied once, and every column row is then one contiguous run of
   it (see :func:`_im2col_wrap`); the ``WP - OW`` extra columns per output row are computed
@@ -503,14 +504,18 @@ def _forward_wrapped(x, weight, bias, g, out):
 
 
 def grad_input(weight, grad_out, g, out):
-    """Input gradient: at stride 1 a forward convolution of the padded grad_out where it
-    can be (:func:`_forward_form_fits`, and a finite weight: the padding zeros meet every
-    weight, and ``inf * 0`` would be NaN where the reference has no term): by
-    :mod:`conv_rows` on wide rows, else by the blocked kernel in whole channel blocks where
-    that form pays (:func:`conv_blocked.forward_form_pays`); else, in whole channel blocks,
-    the blocked scatter form (any weight); otherwise :func:`_grad_input` on slices of the
-    batch (:func:`_over_images`)."""
+    """Input gradient: for few taps (``C*KH*KW <= DIRECT_MAX_TAPS``) by
+    :mod:`conv_few_taps` at any stride; else at stride 1 a forward convolution of the
+    padded grad_out where it can be (:func:`_forward_form_fits`, and a finite weight: the
+    padding zeros meet every weight, and ``inf * 0`` would be NaN where the reference has
+    no term): by :mod:`conv_rows` on wide rows, else by the blocked kernel in whole channel
+    blocks where that form pays (:func:`conv_blocked.forward_form_pays`); else, in whole
+    channel blocks, the blocked scatter form (any weight); otherwise :func:`_grad_input` on
+    slices of the batch (:func:`_over_images`)."""
     if g.n == 0:
+        return
+    if g.c * g.kh * g.kw <= DIRECT_MAX_TAPS:
+        conv_few_taps.grad_input(weight, grad_out, g, out)
         return
     blocks = g.k * g.kh * g.kw > DIRECT_MAX_TAPS and conv_blocked.fits(g.c, weight.dtype)
     if _forward_form_fits(g):

@@ -1,23 +1,31 @@
-"""Stride-1 convolutions with few taps (C*KH*KW small, e.g. a one-channel input image).
+"""Convolutions with few taps (C*KH*KW small, e.g. a one-channel input image).
 
 With a handful of taps per output pixel the column matrix of an image (taps x OH*OW) is
 smaller than its output, so each image's is built once (from zero-padded planes) and
 the work runs with SIMD vectors along the output pixels (:mod:`fastcnn._simd`):
 
-- :func:`_forward`: a block of 4 output channels x 3 vectors of pixels (12 accumulators)
-  runs over the taps: per tap, 3 vector loads of columns, 4 broadcast weights, 12 fused
-  multiply-adds, and the block is stored straight into the output planes; two blocks
-  run side by side while they fit (:func:`_two_blocks`: mnist-conv1's forward 0.67-0.78
-  of one block's time, the same bits);
-- :func:`_grad_weight`: a block of 4 channels x 3 taps (12 accumulators) runs over the
-  pixels: per vector of pixels, 4 loads of ``grad_out``, 3 of columns, 12 multiply-adds.
-  The sums stay per lane across the images of a part and are added once at the end (as
-  in :mod:`fastcnn._kernels.conv_rows`): summing each block's lanes per image, with its
-  last pixels one by one, had cost as much as a sixth of the time (mnist-conv1: 0.69-0.95
-  of that version's time; against a float64 reference, max error 5.6e-7 of the largest
-  entry, against 1.5e-7 that way and torch's 2.9e-6).
+- :func:`_forward` (stride 1): a block of 4 output channels x 3 vectors of pixels (12
+  accumulators) runs over the taps: per tap, 3 vector loads of columns, 4 broadcast
+  weights, 12 fused multiply-adds, and the block is stored straight into the output
+  planes; two blocks run side by side while they fit (:func:`_two_blocks`: mnist-conv1's
+  forward 0.67-0.78 of one block's time, the same bits);
+- :func:`_grad_input` (any stride): the same column matrix, the other way round: an
+  image's products ``weight.T @ grad_out`` (taps x OH*OW) in blocks of 3 taps x 4 vectors
+  of pixels over the output channels, then each tap's row of products added into the
+  input rows it meets (col2im). Where the input gradient of a one-channel image had run
+  as a forward convolution of the padded ``grad_out`` (:mod:`conv_rows`, 288 taps of 12
+  unaligned loads each), this does a sixth fewer multiply-adds, 4 loads per 12 of them,
+  and none with padding, so any weight goes: mnist-conv1's input gradient 0.47-0.53 of
+  that time at 1 and 2 threads (Zen 4);
+- :func:`_grad_weight` (stride 1): a block of 4 channels x 3 taps (12 accumulators) runs
+  over the pixels: per vector of pixels, 4 loads of ``grad_out``, 3 of columns, 12
+  multiply-adds. The sums stay per lane across the images of a part and are added once
+  at the end (as in :mod:`fastcnn._kernels.conv_rows`): summing each block's lanes per
+  image, with its last pixels one by one, had cost as much as a sixth of the time
+  (mnist-conv1: 0.69-0.95 of that version's time; against a float64 reference, max
+  error 5.6e-7 of the largest entry, against 1.5e-7 that way and torch's 2.9e-6).
 
-Both take the batch in ``parts`` (one per thread, a static split); each part owns its rows
+All take the batch in ``parts`` (one per thread, a static split); each part owns its rows
 of the scratch arrays. The obvious twin is ``fastcnn.reference.conv``.
 """
 
@@ -33,13 +41,17 @@ from fastcnn._simd import (
     VECTOR_BYTES,
     lanes,
     token,
+    vadd_run,
     vbroadcast,
     vcopy,
     vload,
+    vload_head,
+    vzero,
 )
 from fastcnn._workspace import scratch
 
 PIXEL_VECTORS = 3  # vectors of output pixels per block of the forward
+PRODUCT_VECTORS = 4  # vectors of grad_out pixels per block of the input gradient
 CHANNELS = 4  # output channels per block (forward and weight gradient)
 TAPS = 3  # taps per block of the weight gradient
 
@@ -222,6 +234,92 @@ def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, tails, 
                     store_4x3(acc, h0, h1, h2, h3, u0, u1, u2, a)
 
 
+@jit(inline="always")
+def _products(go, wt, taps, k, p, q0, t0, t1, t2, count, prod, padded, vec):
+    """Rows ``t0, t1, t2`` of an image's products ``wt.T @ grad_out`` (taps x P) for the 4
+    vectors of pixels from ``q0``, of which the first ``count`` exist (the rest: zeros),
+    stored at ``prod[t*padded + q0]``: per output channel, 4 loads of ``grad_out``, 3
+    broadcast weights, 12 fused multiply-adds."""
+    lane = lanes(go, vec)
+    z = vzero(go, vec)
+    acc = (z, z, z, z, z, z, z, z, z, z, z, z)
+    n0, n1 = min(count, lane), min(max(count - lane, 0), lane)
+    n2, n3 = min(max(count - 2 * lane, 0), lane), min(max(count - 3 * lane, 0), lane)
+    whole = count == PRODUCT_VECTORS * lane
+    for kk in range(k):
+        o = kk * p + q0
+        if whole:
+            v0, v1 = vload(go, o, vec), vload(go, o + lane, vec)
+            v2, v3 = vload(go, o + 2 * lane, vec), vload(go, o + 3 * lane, vec)
+        else:
+            v0, v1 = vload_head(go, o, n0, vec), vload_head(go, o + lane, n1, vec)
+            v2, v3 = vload_head(go, o + 2 * lane, n2, vec), vload_head(go, o + 3 * lane, n3, vec)
+        w = kk * taps
+        s0, s1 = vbroadcast(wt, w + t0, vec), vbroadcast(wt, w + t1, vec)
+        s2 = vbroadcast(wt, w + t2, vec)
+        acc = fma_4x3(acc, v0, v1, v2, v3, s0, s1, s2)
+    o0, o1, o2, o3 = q0, q0 + lane, q0 + 2 * lane, q0 + 3 * lane
+    store_4x3(prod, o0, o1, o2, o3, t0 * padded, t1 * padded, t2 * padded, acc)
+
+
+@jit(parallel=True)
+def _grad_input(weight, grad_out, sh, sw, ph, pw, dh, dw, out, parts, prods, vec):
+    """``out[b] = col2im(weight.T @ grad_out[b])`` for every image b: the products of an
+    image's pixels with the weight of each tap, then each tap's products added where the
+    tap sends them (in tap order, as ``fastcnn.reference.conv.conv2d_grad_input``).
+
+    weight (K, C, KH, KW); grad_out (N, K, OH, OW); out (N, C, H, W); any stride. vec: the
+    vector width (:func:`fastcnn._simd.token`). Scratch: prods (parts, taps*padded) with
+    ``padded`` = OH*OW rounded up to whole blocks of pixels.
+
+    The products are blocks of 3 taps x 4 vectors of pixels (12 accumulators) over the K
+    channels, the last, short block with masked loads; they multiply only what the
+    reference's col2im adds, so any weight, NaN or inf, gives the reference's result.
+    Parallel over parts of the batch: each owns its scratch row and its images of out.
+    """
+    n, k, oh, ow = grad_out.shape
+    c, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    h, w = out.shape[2], out.shape[3]
+    taps, p = c * kh * kw, oh * ow
+    lane = lanes(prods[0], vec)
+    block = PRODUCT_VECTORS * lane
+    padded = prods.shape[1] // taps
+    wt = weight.reshape(-1)  # wt[kk*taps + t]
+    for part in prange(parts):
+        prod = prods[part]
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            go = grad_out[b].reshape(-1)
+            for q0 in range(0, p, block):
+                count = min(block, p - q0)
+                for t0 in range(0, taps, TAPS):
+                    # A short last group repeats its last tap, storing the same values.
+                    t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
+                    _products(go, wt, taps, k, p, q0, t0, t1, t2, count, prod, padded, vec)
+            ob = out[b].reshape(-1)
+            ob[:] = 0
+            for t in range(taps):
+                ci, i, j = t // (kh * kw), t // kw % kh, t % kw
+                # Output pixel ox meets input column ox*sw + j*dw - pw: those inside the row.
+                lo = max(0, -(-(pw - j * dw) // sw))
+                hi = min(ow, (w - 1 + pw - j * dw) // sw + 1)
+                if lo >= hi:
+                    continue
+                # Even rows, then odd ones: a row's loads right after the stores of the row
+                # above, whose last vector they may overlap, took 2.3x as long (Zen 4).
+                for first in range(2):
+                    for oy in range(first, oh, 2):
+                        y = oy * sh + i * dh - ph
+                        if y < 0 or y >= h:
+                            continue
+                        src = t * padded + oy * ow
+                        dst = (ci * h + y) * w + j * dw - pw
+                        if sw == 1:
+                            vadd_run(prod, src + lo, ob, dst + lo, hi - lo, vec)
+                        else:
+                            for ox in range(lo, hi):
+                                ob[dst + ox * sw] += prod[src + ox]
+
+
 # --- drivers ---------------------------------------------------------------------------
 
 
@@ -238,6 +336,18 @@ def forward(x, weight, bias, g, out):
     tails = scratch("few.tail", (parts, CHANNELS * block), x.dtype)
     vec = token(VECTOR_BYTES)
     _forward(x, weight, bias, g.ph, g.pw, g.dh, g.dw, out, parts, xps, colss, tails, vec)
+
+
+def grad_input(weight, grad_out, g, out):
+    """Input gradient ``out (N, C, H, W)`` for few taps, any stride."""
+    parts = min(g.n, numba.get_num_threads())
+    if parts == 0:
+        return
+    block = PRODUCT_VECTORS * VECTOR_BYTES // weight.itemsize
+    taps, p = g.c * g.kh * g.kw, g.oh * g.ow
+    prods = scratch("few.products", (parts, taps * -(-p // block) * block), weight.dtype)
+    vec = token(VECTOR_BYTES)
+    _grad_input(weight, grad_out, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out, parts, prods, vec)
 
 
 def grad_weight(x, grad_out, g, out):

@@ -9,9 +9,11 @@ vector loads of the padded planes, 4 broadcast weights and 12 fused multiply-add
 ``WP - OW`` pixels past each row's end are computed into a band buffer and dropped when
 the band is copied into the output (cheap where rows are wide: :func:`pays`); the
 blocks are stored with whole vector stores, with no transposition. With one output
-channel (the input gradient of a one-channel image) a block is that channel x 12 vectors
+channel (the input gradient of a one-channel image with more than 16 taps; with fewer,
+:mod:`conv_few_taps` takes it) a block is that channel x 12 vectors
 (:func:`_one_channel`: per tap 12 loads, 1 broadcast, 12 FMAs), where 4 x 3 would compute
-it four times: mnist-conv1's input gradient 0.61-0.65 of the 4 x 3 block's time.
+it four times: mnist-conv1's input gradient, when it ran here, 0.61-0.65 of the 4 x 3
+block's time.
 
 - ``forward``: ``y = conv2d(x, w) + bias``, any channel counts, padding and dilation;
 - ``grad_input``: the stride-1 input gradient, as the forward convolution of the
