@@ -2,7 +2,12 @@
 
 With a handful of taps per output pixel the column matrix of an image (taps x OH*OW) is
 smaller than its output, so each image's is built once (from zero-padded planes) and
-the work runs with SIMD vectors along the output pixels (:mod:`fastcnn._simd`):
+the work runs with SIMD vectors along the output pixels (:mod:`fastcnn._simd`). At stride
+1 the taps of one kernel column meet the same pixels a row apart, so the matrix holds one
+copy per kernel column, over every padded row, and tap ``(c, i, j)`` starts ``i*dh`` rows
+into its column's (:func:`_columns`: a third of the copying for 3x3; mnist-conv1's forward
+0.85-0.96 of its time with a row per tap, and its weight gradient, with the 8 x 3 blocks
+below, 0.74-0.84; the same bits):
 
 - :func:`_forward` (stride 1): a block of 4 output channels x 3 vectors of pixels (12
   accumulators) runs over the taps: per tap, 3 vector loads of columns, 4 broadcast
@@ -17,9 +22,10 @@ the work runs with SIMD vectors along the output pixels (:mod:`fastcnn._simd`):
   unaligned loads each), this does a sixth fewer multiply-adds, 4 loads per 12 of them,
   and none with padding, so any weight goes: mnist-conv1's input gradient 0.47-0.53 of
   that time at 1 and 2 threads (Zen 4);
-- :func:`_grad_weight` (stride 1): a block of 4 channels x 3 taps (12 accumulators) runs
-  over the pixels: per vector of pixels, 4 loads of ``grad_out``, 3 of columns, 12
-  multiply-adds. The sums stay per lane across the images of a part and are added once
+- :func:`_grad_weight` (stride 1): a block of 8 channels x 3 taps (24 accumulators) runs
+  over the pixels: per vector of pixels, 8 loads of ``grad_out``, 3 of columns, 24
+  multiply-adds (4 x 3 with 4 and 3 loads: 0.85-0.90 of that time, the same bits). The
+  sums stay per lane across the images of a part and are added once
   at the end (as in :mod:`fastcnn._kernels.conv_rows`): summing each block's lanes per
   image, with its last pixels one by one, had cost as much as a sixth of the time
   (mnist-conv1: 0.69-0.95 of that version's time; against a float64 reference, max
@@ -32,6 +38,7 @@ of the scratch arrays. The obvious twin is ``fastcnn.reference.conv``.
 from __future__ import annotations
 
 import numba
+import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
@@ -57,26 +64,38 @@ TAPS = 3  # taps per block of the weight gradient
 
 
 @jit()
-def _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, stride, cols, vec):
-    """Row ``t = (ci*KH + i)*KW + j`` of the column matrix, ``cols[t*stride : t*stride + OH*OW]``,
-    holds the pixels of padded planes xp (C, HP, WP, flat) that tap t meets (stride 1)."""
+def _columns(xp, c, hp, wp, kw, dw, ow, stride, cols, vec):
+    """Row ``r = ci*KW + j`` of the column matrix, ``cols[r*stride : r*stride + HP*OW]``,
+    holds the pixels of padded planes xp (C, HP, WP, flat) that column tap j meets, on every
+    padded row (stride 1): tap ``(ci, i, j)`` meets its OH*OW pixels from row i*dh on
+    (:func:`_column_offsets`), so the kh taps of a column share one copy."""
+    for r in range(c * kw):
+        ci, j = r // kw, r % kw
+        for y in range(hp):
+            vcopy(xp, (ci * hp + y) * wp + j * dw, cols, r * stride + y * ow, ow, vec)
+
+
+@jit()
+def _column_offsets(c, kh, kw, dh, ow, stride):
+    """Where in :func:`_columns`'s matrix the pixels of tap ``t = (ci*KH + i)*KW + j``
+    start: row ``ci*KW + j``, from padded row ``i*dh`` on."""
+    offsets = np.empty(c * kh * kw, np.int64)
     for t in range(c * kh * kw):
         ci, i, j = t // (kh * kw), t // kw % kh, t % kw
-        for oy in range(oh):
-            start = (ci * hp + oy + i * dh) * wp + j * dw
-            vcopy(xp, start, cols, t * stride + oy * ow, ow, vec)
+        offsets[t] = (ci * kw + j) * stride + i * dh * ow
+    return offsets
 
 
 @jit(inline="always")
-def _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, padded, q0, vec):
+def _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, vec):
     """The block of :func:`_forward` for channels ``k0..k3`` and the 3 vectors of pixels
-    from ``q0``: ``bias`` plus the ``taps`` columns (rows ``padded`` apart) times ``w2d``."""
+    from ``q0``: ``bias`` plus the ``taps`` columns (from ``cols[coff[t]]``) times ``w2d``."""
     lane = lanes(cols, vec)
     u0, u1 = vbroadcast(bias, k0, vec), vbroadcast(bias, k1, vec)
     u2, u3 = vbroadcast(bias, k2, vec), vbroadcast(bias, k3, vec)
     acc = (u0, u0, u0, u1, u1, u1, u2, u2, u2, u3, u3, u3)
     for t in range(taps):
-        col = t * padded + q0
+        col = coff[t] + q0
         s0 = vload(cols, col, vec)
         s1 = vload(cols, col + lane, vec)
         s2 = vload(cols, col + 2 * lane, vec)
@@ -87,7 +106,7 @@ def _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, padded, q0, vec):
 
 
 @jit(inline="always")
-def _two_blocks(cols, w2d, bias, k0, k1, k2, k3, taps, padded, q0, dst, o0, o1, o2, o3, vec):
+def _two_blocks(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, dst, o0, o1, o2, o3, vec):
     """:func:`_one_block` at ``q0`` and at the next block, whose 12 accumulators share the
     broadcast weights (24 in registers: with taps this few, a block's setup and store
     weigh as much as its multiply-adds); channel ``i``'s 6 vectors stored at ``dst[o_i]``."""
@@ -98,7 +117,7 @@ def _two_blocks(cols, w2d, bias, k0, k1, k2, k3, taps, padded, q0, dst, o0, o1, 
     acc = (u0, u0, u0, u1, u1, u1, u2, u2, u2, u3, u3, u3)
     acd = acc
     for t in range(taps):
-        col = t * padded + q0
+        col = coff[t] + q0
         v0, v1 = vbroadcast(w2d[k0], t, vec), vbroadcast(w2d[k1], t, vec)
         v2, v3 = vbroadcast(w2d[k2], t, vec), vbroadcast(w2d[k3], t, vec)
         s0 = vload(cols, col, vec)
@@ -119,8 +138,8 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
 
     x (N, C, H, W); weight (K, C, KH, KW); bias (K,); y (N, K, OH, OW). vec: the vector
     width (:func:`fastcnn._simd.token`). Scratch: xps (parts, C*HP*WP), colss (parts,
-    taps * padded) with ``padded`` = OH*OW rounded up to whole blocks of pixels (the
-    rounding columns stay zero), tails (parts, CHANNELS * block).
+    C*KW*stride) with ``stride`` = HP*OW + the pixels that round OH*OW up to whole blocks
+    (:func:`_columns`), tails (parts, CHANNELS * block).
 
     Parallel over parts of the batch: each owns its scratch rows and its images of y.
     """
@@ -131,7 +150,7 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
     taps, p = c * kh * kw, oh * ow
     lane = lanes(xps[0], vec)
     block = PIXEL_VECTORS * lane
-    padded = colss.shape[1] // taps
+    coff = _column_offsets(c, kh, kw, dh, ow, colss.shape[1] // (c * kw))
     w2d = weight.reshape(k, taps)
     yf = y.reshape(-1)
     for part in prange(parts):
@@ -140,7 +159,7 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
         cols[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
             _pad_into(x[b], ph, pw, xp, vec)
-            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, padded, cols, vec)
+            _columns(xp, c, hp, wp, kw, dw, ow, cols.size // (c * kw), cols, vec)
             for k0 in range(0, k, CHANNELS):
                 # A short last block repeats its last channel, storing the same values.
                 k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
@@ -149,10 +168,10 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
                     o0, o1 = (b * k + k0) * p + q0, (b * k + k1) * p + q0
                     o2, o3 = (b * k + k2) * p + q0, (b * k + k3) * p + q0
                     _two_blocks(
-                        cols, w2d, bias, k0, k1, k2, k3, taps, padded, q0, yf, o0, o1, o2, o3, vec
+                        cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, yf, o0, o1, o2, o3, vec
                     )
                 for q0 in range(pairs, p, block):
-                    acc = _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, padded, q0, vec)
+                    acc = _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, vec)
                     full = q0 + block <= p
                     # A whole block goes straight to y; the last, short one through tail.
                     dst = yf if full else tail
@@ -168,70 +187,81 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
                             vcopy(tail, i * block, yf, start, count, vec)
 
 
+@jit(inline="always")
+def _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, vec):
+    """Add one image's block of channels ``k0..k0+7`` x taps ``t0..t0+2`` (short blocks
+    repeat their last channel or tap) to the per-lane sums in ``acc``: per vector of
+    pixels, 3 loads of columns shared by two 4 x 3 blocks, 8 of ``grad_out``, 24 fused
+    multiply-adds; the last, short vector with masked loads (zeros past the plane's end,
+    where the columns run on into the next rows)."""
+    lane = lanes(go, vec)
+    rest = p - whole
+    k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
+    k4, k5, k6, k7 = min(k0 + 4, k - 1), min(k0 + 5, k - 1), min(k0 + 6, k - 1), min(k0 + 7, k - 1)
+    g0, g1, g2, g3 = k0 * p, k1 * p, k2 * p, k3 * p
+    g4, g5, g6, g7 = k4 * p, k5 * p, k6 * p, k7 * p
+    t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
+    c0, c1, c2 = coff[t0], coff[t1], coff[t2]
+    u0, u1, u2 = t0 * lane, t1 * lane, t2 * lane
+    a = load_4x3(acc, k0 * row, k1 * row, k2 * row, k3 * row, u0, u1, u2, vec)
+    d = load_4x3(acc, k4 * row, k5 * row, k6 * row, k7 * row, u0, u1, u2, vec)
+    for q in range(0, whole, lane):
+        s0, s1, s2 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec), vload(cols, c2 + q, vec)
+        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
+        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
+        a = fma_4x3(a, v0, v1, v2, v3, s0, s1, s2)
+        v0, v1 = vload(go, g4 + q, vec), vload(go, g5 + q, vec)
+        v2, v3 = vload(go, g6 + q, vec), vload(go, g7 + q, vec)
+        d = fma_4x3(d, v0, v1, v2, v3, s0, s1, s2)
+    if rest:
+        q = whole
+        s0, s1 = vload_head(cols, c0 + q, rest, vec), vload_head(cols, c1 + q, rest, vec)
+        s2 = vload_head(cols, c2 + q, rest, vec)
+        v0, v1 = vload_head(go, g0 + q, rest, vec), vload_head(go, g1 + q, rest, vec)
+        v2, v3 = vload_head(go, g2 + q, rest, vec), vload_head(go, g3 + q, rest, vec)
+        a = fma_4x3(a, v0, v1, v2, v3, s0, s1, s2)
+        v0, v1 = vload_head(go, g4 + q, rest, vec), vload_head(go, g5 + q, rest, vec)
+        v2, v3 = vload_head(go, g6 + q, rest, vec), vload_head(go, g7 + q, rest, vec)
+        d = fma_4x3(d, v0, v1, v2, v3, s0, s1, s2)
+    # The repeats load, add and store the same sums as the originals: nothing changes.
+    store_4x3(acc, k0 * row, k1 * row, k2 * row, k3 * row, u0, u1, u2, a)
+    store_4x3(acc, k4 * row, k5 * row, k6 * row, k7 * row, u0, u1, u2, d)
+
+
 @jit(parallel=True)
-def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, tails, partial, vec):
+def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial, vec):
     """``partial[part, (k*taps + t)*lanes + l] = sum over the part's images b and the pixels
     q = l (mod lanes) of grad_out[b, k, q] * columns_b[t, q]``: the weight gradient (K, C,
     KH, KW) of each part, lane by lane; the caller adds the lanes and the parts in order.
 
     x (N, C, H, W); grad_out (N, K, OH, OW); vec: the vector width
     (:func:`fastcnn._simd.token`). Scratch: xps (parts, C*HP*WP), colss (parts,
-    taps*padded) with ``padded`` = OH*OW rounded up to whole vectors (the rounding columns
-    stay zero), tails (parts, CHANNELS*lanes), partial (parts, K*taps*lanes).
+    C*KW*HP*OW) (:func:`_columns`), partial (parts, K*taps*lanes).
 
-    Per image, a block of 4 channels x 3 taps (12 accumulators, loaded from and stored to
-    the part's partial sums) runs over the vectors of pixels: 4 loads of ``grad_out``, 3 of
-    columns, 12 fused multiply-adds; the last, short vector of each channel goes through
-    ``tails``, zero past the plane's end. Parallel over parts of the batch: each owns its
-    scratch rows.
+    Per image, blocks of 8 channels x 3 taps (:func:`_weight_block`: 24 accumulators,
+    loaded from and stored to the part's partial sums) run over the vectors of pixels.
+    Parallel over parts of the batch: each owns its scratch rows.
     """
     n, c, h, w = x.shape
     k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
     hp, wp = h + 2 * ph, w + 2 * pw
     taps, p = c * kh * kw, oh * ow
     lane = lanes(xps[0], vec)
-    padded = colss.shape[1] // taps
-    whole = p - p % lane  # pixels in whole vectors; the rest go through the tail
+    coff = _column_offsets(c, kh, kw, dh, ow, colss.shape[1] // (c * kw))
+    whole = p - p % lane  # pixels in whole vectors
     row = taps * lane  # the partial sums of one channel
     for part in prange(parts):
-        xp, cols, tail, acc = xps[part], colss[part], tails[part], partial[part]
+        xp, cols, acc = xps[part], colss[part], partial[part]
         xp[:] = 0
         cols[:] = 0
-        tail[:] = 0
         acc[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
             _pad_into(x[b], ph, pw, xp, vec)
-            _columns(xp, c, hp, wp, kh, kw, dh, dw, oh, ow, padded, cols, vec)
+            _columns(xp, c, hp, wp, kw, dw, ow, cols.size // (c * kw), cols, vec)
             go = grad_out[b].reshape(-1)
-            for k0 in range(0, k, CHANNELS):
-                # A short last block repeats its last channel or tap: the repeats load,
-                # add and store the same sums as the originals, so nothing changes.
-                k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
-                g0, g1, g2, g3 = k0 * p, k1 * p, k2 * p, k3 * p
-                for i, gi in enumerate((g0, g1, g2, g3)):
-                    for q in range(whole, p):
-                        tail[i * lane + q - whole] = go[gi + q]
-                h0, h1, h2, h3 = k0 * row, k1 * row, k2 * row, k3 * row
+            for k0 in range(0, k, 2 * CHANNELS):
                 for t0 in range(0, taps, TAPS):
-                    t1, t2 = min(t0 + 1, taps - 1), min(t0 + 2, taps - 1)
-                    c0, c1, c2 = t0 * padded, t1 * padded, t2 * padded
-                    u0, u1, u2 = t0 * lane, t1 * lane, t2 * lane
-                    a = load_4x3(acc, h0, h1, h2, h3, u0, u1, u2, vec)
-                    for q in range(0, whole, lane):
-                        s0 = vload(cols, c0 + q, vec)
-                        s1 = vload(cols, c1 + q, vec)
-                        s2 = vload(cols, c2 + q, vec)
-                        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
-                        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
-                        a = fma_4x3(a, v0, v1, v2, v3, s0, s1, s2)
-                    if whole < p:
-                        s0 = vload(cols, c0 + whole, vec)
-                        s1 = vload(cols, c1 + whole, vec)
-                        s2 = vload(cols, c2 + whole, vec)
-                        v0, v1 = vload(tail, 0, vec), vload(tail, lane, vec)
-                        v2, v3 = vload(tail, 2 * lane, vec), vload(tail, 3 * lane, vec)
-                        a = fma_4x3(a, v0, v1, v2, v3, s0, s1, s2)
-                    store_4x3(acc, h0, h1, h2, h3, u0, u1, u2, a)
+                    _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, vec)
 
 
 @jit(inline="always")
@@ -329,10 +359,11 @@ def forward(x, weight, bias, g, out):
     if parts == 0:
         return
     block = PIXEL_VECTORS * VECTOR_BYTES // x.itemsize
-    taps, p = g.c * g.kh * g.kw, g.oh * g.ow
-    padded = -(-p // block) * block
-    xps = scratch("few.planes", (parts, g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw)), x.dtype)
-    colss = scratch("few.cols", (parts, taps * padded), x.dtype)
+    p = g.oh * g.ow
+    hp = g.h + 2 * g.ph
+    stride = hp * g.ow + -(-p // block) * block - p  # a row of _columns, run on to whole blocks
+    xps = scratch("few.planes", (parts, g.c * hp * (g.w + 2 * g.pw)), x.dtype)
+    colss = scratch("few.cols", (parts, g.c * g.kw * stride), x.dtype)
     tails = scratch("few.tail", (parts, CHANNELS * block), x.dtype)
     vec = token(VECTOR_BYTES)
     _forward(x, weight, bias, g.ph, g.pw, g.dh, g.dw, out, parts, xps, colss, tails, vec)
@@ -356,14 +387,12 @@ def grad_weight(x, grad_out, g, out):
     if parts == 0:
         out[...] = 0
         return
-    taps, p = g.c * g.kh * g.kw, g.oh * g.ow
-    xps = scratch("few.planes", (parts, g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw)), x.dtype)
+    taps, hp = g.c * g.kh * g.kw, g.h + 2 * g.ph
+    xps = scratch("few.planes", (parts, g.c * hp * (g.w + 2 * g.pw)), x.dtype)
     lane = VECTOR_BYTES // x.itemsize
-    padded = -(-p // lane) * lane
-    colss = scratch("few.cols", (parts, taps * padded), x.dtype)
-    tails = scratch("few.tail", (parts, CHANNELS * lane), x.dtype)
+    colss = scratch("few.cols", (parts, g.c * g.kw * hp * g.ow), x.dtype)
     partial = scratch("few.partial", (parts, g.k * taps * lane), x.dtype)
     vec = token(VECTOR_BYTES)
-    args = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, tails, partial, vec)
+    args = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial, vec)
     _grad_weight(x, grad_out, *args)
     out.reshape(-1)[:] = sum_parts(partial).reshape(g.k * taps, lane).sum(axis=1)
