@@ -23,6 +23,13 @@ code (an integer literal would send each call through Numba's compiler first).
 - :func:`vadd` ``(u, v)`` / :func:`vsub` ``(u, v)``: ``u + v`` / ``u - v`` lane by lane;
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
   inf as in ``a * b + c``);
+- :func:`vload_rows` ``(a, i, stride, width)``: the tuple of ``lanes`` vectors at
+  ``a[i + r*stride]`` (unchecked), the rows of a square tile; :func:`vstore_rows`
+  ``(a, i, stride, rows, n)`` stores them back, the first ``n`` lanes of each
+  (``0 <= n <= lanes``, masked below ``lanes``);
+- :func:`vtranspose` ``(rows)``: a tuple of ``lanes`` vectors read as a square matrix,
+  transposed: vector ``j`` of the result holds lane ``j`` of every row (``log2(lanes)``
+  rounds of two-vector shuffles, no memory);
 - :func:`vsum` ``(v)``: the sum of the lanes, as a pairwise tree (halves added lane by lane
   until one is left: the same order on every call);
 - :func:`vcopy` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] = src[s : s + n]`` a vector
@@ -267,6 +274,96 @@ def vfma(typingctx, a, b, c):
         return builder.call(fma, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def vload_rows(typingctx, a, i, stride, width):
+    vec = _vector("vload_rows", a, width)
+    tile = types.UniTuple(vec, vec.lanes)
+
+    def codegen(context, builder, sig, args):
+        vtype = context.get_value_type(vec)
+        start = context.cast(builder, args[1], sig.args[1], types.intp)
+        step = context.cast(builder, args[2], sig.args[2], types.intp)
+        rows = []
+        for r in range(vec.lanes):
+            index = builder.add(start, builder.mul(step, ir.Constant(step.type, r)))
+            ptr = _pointer(context, builder, sig.args[0], args[0], index, types.intp)
+            vptr = builder.bitcast(ptr, vtype.as_pointer())
+            rows.append(builder.load(vptr, align=a.dtype.bitwidth // 8))
+        return context.make_tuple(builder, tile, rows)
+
+    return tile(a, i, stride, width), codegen
+
+
+@intrinsic
+def vstore_rows(typingctx, a, i, stride, rows, n):
+    _check_array("vstore_rows", a)
+    if not (
+        isinstance(rows, types.UniTuple)
+        and isinstance(rows.dtype, Vector)
+        and rows.dtype.dtype == a.dtype
+    ):
+        raise TypeError(f"vstore_rows: needs a tuple of vectors of {a.dtype}, got {rows}")
+    vec = rows.dtype
+
+    def codegen(context, builder, sig, args):
+        vtype = context.get_value_type(vec)
+        start = context.cast(builder, args[1], sig.args[1], types.intp)
+        step = context.cast(builder, args[2], sig.args[2], types.intp)
+        count = context.cast(builder, args[4], sig.args[4], types.intp)
+        values = cgutils.unpack_tuple(builder, args[3], rows.count)
+        align = ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8)
+        whole = builder.icmp_signed(">=", count, ir.Constant(count.type, vec.lanes))
+        with builder.if_else(whole) as (then, otherwise):
+            for masked in (False, True):
+                with otherwise if masked else then:
+                    mask = _head_mask(builder, count, vec.lanes) if masked else None
+                    for r, value in enumerate(values):
+                        index = builder.add(start, builder.mul(step, ir.Constant(step.type, r)))
+                        ptr = _pointer(context, builder, sig.args[0], args[0], index, types.intp)
+                        vptr = builder.bitcast(ptr, vtype.as_pointer())
+                        if not masked:
+                            builder.store(value, vptr, align=a.dtype.bitwidth // 8)
+                            continue
+                        types_ = [vtype, vptr.type, align.type, mask.type]
+                        fnty = ir.FunctionType(ir.VoidType(), types_)
+                        name = f"llvm.masked.store.v{vec.lanes}f{a.dtype.bitwidth}.p0"
+                        store = cgutils.get_or_insert_function(builder.module, fnty, name)
+                        builder.call(store, [value, vptr, align, mask])
+        return context.get_dummy_value()
+
+    return types.none(a, i, stride, rows, n), codegen
+
+
+@intrinsic
+def vtranspose(typingctx, rows):
+    if not (
+        isinstance(rows, types.UniTuple)
+        and isinstance(rows.dtype, Vector)
+        and rows.count == rows.dtype.lanes
+    ):
+        raise TypeError(f"vtranspose: needs a tuple of as many vectors as lanes, got {rows}")
+    n = rows.count
+
+    def codegen(context, builder, sig, args):
+        r = cgutils.unpack_tuple(builder, args[0], n)
+        half = n // 2
+        while half:  # swap the off-diagonal blocks of 2*half rows, half lanes wide
+            new = list(r)
+            for i in range(n):
+                if i & half:
+                    continue
+                low = [j if not j & half else n + j - half for j in range(n)]
+                high = [j + half if not j & half else n + j for j in range(n)]
+                for dst, mask in ((i, low), (i + half, high)):
+                    const = ir.Constant(ir.VectorType(ir.IntType(32), n), mask)
+                    new[dst] = builder.shuffle_vector(r[i], r[i + half], const)
+            r = new
+            half //= 2
+        return context.make_tuple(builder, sig.return_type, r)
+
+    return rows(rows), codegen
 
 
 @intrinsic

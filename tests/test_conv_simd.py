@@ -40,10 +40,13 @@ from fastcnn._simd import (
     vfma,
     vload,
     vload_head,
+    vload_rows,
     vstore,
     vstore_head,
+    vstore_rows,
     vsub,
     vsum,
+    vtranspose,
     vzero,
 )
 
@@ -156,8 +159,8 @@ def test_blocked_forward_wide_vectors_match_reference(
     for name, seen in widths.items():
         kernel = getattr(conv_blocked, f"_{name}")
 
-        def recorded(*args, _kernel=kernel, _seen=seen):
-            _seen.add(16 * len(args[-1]))  # the width token is the last argument
+        def recorded(*args, _kernel=kernel, _seen=seen, _last=-2 if name == "forward" else -1):
+            _seen.add(16 * len(args[_last]))  # the width token (the forward's tiles' follows)
             return _kernel(*args)
 
         monkeypatch.setattr(conv_blocked, f"_{name}", recorded)
@@ -524,6 +527,28 @@ def test_masked_loads_stores_and_vadd_run(dtype, nbytes):
         want = dst.copy()
         want[5 : 5 + n] += src[1 : 1 + n]
         vadd_run(src, 1, dst, 5, n, token(nbytes))
+        np.testing.assert_array_equal(dst, want)
+
+
+@jit()
+def _transpose_tile(src, i, stride, dst, d, dstride, n, vec):
+    vstore_rows(dst, d, dstride, vtranspose(vload_rows(src, i, stride, vec)), n)
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiles_transpose_exactly(dtype, nbytes):
+    """A square tile of ``lanes`` rows ``stride`` apart, transposed into rows ``dstride``
+    apart: all of each row, or its first n lanes (masked), and nothing else is written."""
+    lane = nbytes // np.dtype(dtype).itemsize
+    src = randn(make_rng(37), (lane + 1) * 3 * lane, dtype)
+    src[4] = np.nan
+    tile = src[5 : 5 + lane * 3 * lane].reshape(lane, 3 * lane)[:, :lane]
+    for n in (lane, lane - 1, 1, 0):
+        dst = np.full(lane * 2 * lane + 7, -7, dtype)
+        _transpose_tile(src, 5, 3 * lane, dst, 7, 2 * lane, n, token(nbytes))
+        want = np.full_like(dst, -7)
+        want[7:].reshape(lane, 2 * lane)[:, :n] = tile.T[:, :n]
         np.testing.assert_array_equal(dst, want)
 
 
