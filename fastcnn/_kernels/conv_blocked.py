@@ -51,7 +51,9 @@ from fastcnn._simd import (
     lanes,
     token,
     vadd,
+    vbroadcast,
     vcopy,
+    vfma,
     vload,
     vload_rows,
     vstore,
@@ -63,6 +65,11 @@ from fastcnn._workspace import scratch
 
 PIXELS = 6  # output pixels per block (forward) / taps per block (weight gradient)
 BAND_TILES = 2  # the forward's pixel-major band: this many lcm(PIXELS, tile) pixels
+# A last block of at most this many pixels runs them one at a time (:func:`_one_pixel`,
+# whose one chain of FMAs per vector waits on their latency: a pixel costs about a quarter
+# of a block). mnist-conv2's 121 pixels end in a block of one: its forward 0.98, the
+# padded 13x13 of `fastcnn train` 0.95-0.98 of the time (Zen 4, the same bits).
+SINGLES = 2
 
 # The forward's widest vector: :data:`fastcnn._simd.WIDE_BYTES` (6 x 4 native accumulators)
 # was measured 9-17% faster than native vectors on 64 channels (mnist-conv2, cifar-64x64;
@@ -163,6 +170,22 @@ def pixel_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> np.ndarray:
     return _frozen((oy * sh * wp + ox * sw).reshape(-1).astype(np.int64))
 
 
+@jit(inline="always")
+def _one_pixel(xp, wt, bias, toff, base, r_first, r_end, dst, o, vec):
+    """One output pixel of :func:`_forward` (padded offset ``base``), every channel block
+    over taps ``r_first..r_end`` in order, as in a block (the same bits), to ``dst[o]``."""
+    k = bias.size
+    lane = lanes(wt, vec)
+    for k0 in range(0, k, 2 * lane):
+        a0, a1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
+        for r in range(r_first, r_end):
+            s = vbroadcast(xp, base + toff[r], vec)
+            a0 = vfma(vload(wt, r * k + k0, vec), s, a0)
+            a1 = vfma(vload(wt, r * k + k0 + lane, vec), s, a1)
+        vstore(dst, o + k0, a0)
+        vstore(dst, o + k0 + lane, a1)
+
+
 @jit(parallel=True)
 def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, images, vec, tvec):
     """``y[b, k, q] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + bases[q]]`` for
@@ -206,6 +229,11 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, imag
                     b4, b5 = bases[min(p0 + 4, last)], bases[min(p0 + 5, last)]
                     # Rows of the block: the last one's first tap, the first one's end.
                     r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
+                    if p - p0 <= SINGLES:  # a short last block: its pixels one at a time
+                        for q in range(p0, p):
+                            _one_pixel(xp, wt, bias, toff, bases[q], r_first, r_end, img,
+                                       (q - start) * k, vec)  # fmt: skip
+                        continue
                     for k0 in range(0, k, width):
                         u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
                         acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
