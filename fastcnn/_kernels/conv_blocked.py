@@ -219,7 +219,12 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, imag
         xp, img = xps[part], images[part]
         xp[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
-            _pad_into(src[b], ph, pw, xp, vec)
+            # Pixels are read one at a time (broadcasts): with no padding, straight from src.
+            if ph == 0 and pw == 0:
+                xb = src[b].reshape(-1)
+            else:
+                _pad_into(src[b], ph, pw, xp, vec)
+                xb = xp
             for start in range(0, p, band):
                 stop = min(p, start + band)
                 for p0 in range(start, stop, PIXELS):
@@ -231,7 +236,7 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, imag
                     r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
                     if p - p0 <= SINGLES:  # a short last block: its pixels one at a time
                         for q in range(p0, p):
-                            _one_pixel(xp, wt, bias, toff, bases[q], r_first, r_end, img,
+                            _one_pixel(xb, wt, bias, toff, bases[q], r_first, r_end, img,
                                        (q - start) * k, vec)  # fmt: skip
                         continue
                     for k0 in range(0, k, width):
@@ -242,7 +247,7 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, imag
                             w0 = vload(wt, r * k + k0, vec)
                             w1 = vload(wt, r * k + k0 + lane, vec)
                             acc = fma_6x2(
-                                acc, xp, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off,
+                                acc, xb, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off,
                                 b5 + off, w0, w1, vec,
                             )  # fmt: skip
                         o = (p0 - start) * k + k0
@@ -282,7 +287,11 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
         xp[:] = 0
         acc[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
-            _pad_into(x[b], ph, pw, xp, vec)
+            if ph == 0 and pw == 0:  # pixels are broadcasts: straight from x
+                xb = x[b].reshape(-1)
+            else:
+                _pad_into(x[b], ph, pw, xp, vec)
+                xb = xp
             _transpose_tiles(grad_out[b].reshape(-1), 0, k, p, go, 0, k, k, vec)
             for q0 in range(0, p, chunk):
                 q1 = min(p, q0 + chunk)
@@ -302,7 +311,7 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
                             g1 = vload(go, q * k + k0 + lane, vec)
                             base = bases[q]
                             a = fma_6x2(
-                                a, xp, base + t0, base + t1, base + t2, base + t3, base + t4,
+                                a, xb, base + t0, base + t1, base + t2, base + t3, base + t4,
                                 base + t5, g0, g1, vec,
                             )  # fmt: skip
                         store_6x2(acc, o0, o1, o2, o3, o4, o5, a, vec)
