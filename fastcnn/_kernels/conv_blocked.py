@@ -22,8 +22,9 @@ padding costs the same, and no work is spent on wrapped or padded columns.
 
 Kernels take the batch in ``parts`` (one per thread, a static split) and each part owns
 its rows of the scratch arrays: its zero-padded input planes (an input with no padding is
-read in place: its pixels are only ever broadcast), its block buffer, its partial sums. They need the output channels (forward) or the ``grad_out`` channels
-(weight gradient) in whole blocks of two vectors (:func:`channel_block`: 32 float32
+read in place: its pixels are only ever broadcast), its block buffer, its partial sums.
+They need the output channels (forward) or the ``grad_out`` channels (weight gradient) in
+whole blocks of two vectors (:func:`channel_block`: 32 float32
 channels with 64-byte vectors, 16 or 8 with 32- or 16-byte ones; :func:`vector_bytes`
 picks the widest that fits); the drivers in :mod:`fastcnn._kernels.conv` check this and
 take the GEMM paths otherwise. With AVX-512 the forward also takes 128-byte vectors

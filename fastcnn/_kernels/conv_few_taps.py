@@ -25,11 +25,11 @@ below, 0.74-0.84; the same bits):
 - :func:`_grad_weight` (stride 1): a block of 8 channels x 3 taps (24 accumulators) runs
   over the pixels: per vector of pixels, 8 loads of ``grad_out``, 3 of columns, 24
   multiply-adds (4 x 3 with 4 and 3 loads: 0.85-0.90 of that time, the same bits). The
-  sums stay per lane across the images of a part and are added once
-  at the end (as in :mod:`fastcnn._kernels.conv_rows`): summing each block's lanes per
-  image, with its last pixels one by one, had cost as much as a sixth of the time
-  (mnist-conv1: 0.69-0.95 of that version's time; against a float64 reference, max
-  error 5.6e-7 of the largest entry, against 1.5e-7 that way and torch's 2.9e-6).
+  sums stay per lane across the images of a part and are added once at the end (as in
+  :mod:`fastcnn._kernels.conv_rows`): summing each block's lanes per image, with its last
+  pixels one by one, had cost as much as a sixth of the time (mnist-conv1: 0.69-0.95 of
+  that version's time; against a float64 reference, max error 5.6e-7 of the largest
+  entry, against 1.5e-7 that way and torch's 2.9e-6).
 
 All take the batch in ``parts`` (one per thread, a static split); each part owns its rows
 of the scratch arrays. The obvious twin is ``fastcnn.reference.conv``.
