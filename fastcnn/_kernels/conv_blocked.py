@@ -188,7 +188,7 @@ def _one_pixel(xp, wt, bias, toff, base, r_first, r_end, dst, o, vec):
 
 
 @jit(parallel=True)
-def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, images, vec, tvec):
+def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bands, vec, tvec):
     """``y[b, k, q] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + bases[q]]`` for
     every output pixel ``q = oy*OW + ox``, the sum over taps ``first[oy] <= r < end[oy]``
     (the others meet only padding zeros).
@@ -198,13 +198,13 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, imag
     :func:`pixel_offsets`; first, end (OH,): non-increasing in ``oy``; y (N, K, OH, OW)
     with K a multiple of :func:`channel_block`; vec: the vector width, a
     :func:`fastcnn._simd.token`; tvec: the tiles' (at most native, dividing K). Scratch:
-    xps (parts, C*HP*WP + 2*lanes), images (parts, rows*K): one image pixel-major, its
-    rows OH*OW rounded up to whole blocks and whole tiles.
+    xps (parts, C*HP*WP + 2*lanes), bands (parts, band*K): a band of pixel-major rows,
+    ``band`` a multiple of PIXELS and of the tiles' lanes.
 
-    The blocks go to the part's pixel-major image, which is then transposed into y[b] in
-    square tiles of ``tvec``'s lanes (:func:`fastcnn._simd.vtranspose`: 16 x 16 float32
-    with AVX-512). Parallel over parts of the batch: each pads its images into its own
-    planes and writes only its images of y.
+    The blocks of a band of pixels go to the part's pixel-major band, which is then
+    transposed into y[b] in square tiles of ``tvec``'s lanes
+    (:func:`fastcnn._simd.vtranspose`: 16 x 16 float32 with AVX-512). Parallel over parts
+    of the batch: each pads its images into its own planes and writes only its images of y.
     """
     n = src.shape[0]
     k = y.shape[1]
@@ -212,12 +212,12 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, imag
     lane = lanes(wt, vec)
     width = 2 * lane
     tile = lanes(wt, tvec)
-    band = images.shape[1] // k
+    band = bands.shape[1] // k
     p = bases.size
     last = p - 1
     yf = y.reshape(-1)
     for part in prange(parts):
-        xp, img = xps[part], images[part]
+        xp, img = xps[part], bands[part]
         xp[:] = 0
         for b in range(part * n // parts, (part + 1) * n // parts):
             # Pixels are read one at a time (broadcasts): with no padding, straight from src.
