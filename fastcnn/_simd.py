@@ -171,6 +171,25 @@ def _head_mask(builder, n, count):
     return builder.icmp_signed("<", ir.Constant(index, list(range(count))), splat)
 
 
+def _masked_store(builder, value, vptr, mask, bitwidth):
+    """LLVM IR: store the lanes of ``value`` that ``mask`` selects at ``vptr``."""
+    align = ir.Constant(ir.IntType(32), bitwidth // 8)
+    fnty = ir.FunctionType(ir.VoidType(), [value.type, vptr.type, align.type, mask.type])
+    name = f"llvm.masked.store.v{value.type.count}f{bitwidth}.p0"
+    store = cgutils.get_or_insert_function(builder.module, fnty, name)
+    builder.call(store, [value, vptr, align, mask])
+
+
+def _row_pointer(context, builder, sig, args, vtype, r):
+    """LLVM IR: a ``vtype`` pointer to ``a[i + r*stride]`` for the intrinsics of rows,
+    whose first three arguments are ``a, i, stride``."""
+    start = context.cast(builder, args[1], sig.args[1], types.intp)
+    step = context.cast(builder, args[2], sig.args[2], types.intp)
+    index = builder.add(start, builder.mul(step, ir.Constant(step.type, r)))
+    ptr = _pointer(context, builder, sig.args[0], args[0], index, types.intp)
+    return builder.bitcast(ptr, vtype.as_pointer())
+
+
 @intrinsic
 def vload_head(typingctx, a, i, n, width):
     vec = _vector("vload_head", a, width)
@@ -201,12 +220,7 @@ def vstore_head(typingctx, a, i, v, n):
         vtype = args[2].type
         vptr = builder.bitcast(ptr, vtype.as_pointer())
         n = context.cast(builder, args[3], sig.args[3], types.intp)
-        mask = _head_mask(builder, n, v.lanes)
-        fnty = ir.FunctionType(ir.VoidType(), [vtype, vptr.type, ir.IntType(32), mask.type])
-        name = f"llvm.masked.store.v{v.lanes}f{a.dtype.bitwidth}.p0"
-        store = cgutils.get_or_insert_function(builder.module, fnty, name)
-        align = ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8)
-        builder.call(store, [args[2], vptr, align, mask])
+        _masked_store(builder, args[2], vptr, _head_mask(builder, n, v.lanes), a.dtype.bitwidth)
         return context.get_dummy_value()
 
     return types.none(a, i, v, n), codegen
@@ -283,14 +297,11 @@ def vload_rows(typingctx, a, i, stride, width):
 
     def codegen(context, builder, sig, args):
         vtype = context.get_value_type(vec)
-        start = context.cast(builder, args[1], sig.args[1], types.intp)
-        step = context.cast(builder, args[2], sig.args[2], types.intp)
-        rows = []
-        for r in range(vec.lanes):
-            index = builder.add(start, builder.mul(step, ir.Constant(step.type, r)))
-            ptr = _pointer(context, builder, sig.args[0], args[0], index, types.intp)
-            vptr = builder.bitcast(ptr, vtype.as_pointer())
-            rows.append(builder.load(vptr, align=a.dtype.bitwidth // 8))
+        align = a.dtype.bitwidth // 8
+        rows = [
+            builder.load(_row_pointer(context, builder, sig, args, vtype, r), align=align)
+            for r in range(vec.lanes)
+        ]
         return context.make_tuple(builder, tile, rows)
 
     return tile(a, i, stride, width), codegen
@@ -309,28 +320,19 @@ def vstore_rows(typingctx, a, i, stride, rows, n):
 
     def codegen(context, builder, sig, args):
         vtype = context.get_value_type(vec)
-        start = context.cast(builder, args[1], sig.args[1], types.intp)
-        step = context.cast(builder, args[2], sig.args[2], types.intp)
         count = context.cast(builder, args[4], sig.args[4], types.intp)
         values = cgutils.unpack_tuple(builder, args[3], rows.count)
-        align = ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8)
         whole = builder.icmp_signed(">=", count, ir.Constant(count.type, vec.lanes))
         with builder.if_else(whole) as (then, otherwise):
-            for masked in (False, True):
-                with otherwise if masked else then:
-                    mask = _head_mask(builder, count, vec.lanes) if masked else None
-                    for r, value in enumerate(values):
-                        index = builder.add(start, builder.mul(step, ir.Constant(step.type, r)))
-                        ptr = _pointer(context, builder, sig.args[0], args[0], index, types.intp)
-                        vptr = builder.bitcast(ptr, vtype.as_pointer())
-                        if not masked:
-                            builder.store(value, vptr, align=a.dtype.bitwidth // 8)
-                            continue
-                        types_ = [vtype, vptr.type, align.type, mask.type]
-                        fnty = ir.FunctionType(ir.VoidType(), types_)
-                        name = f"llvm.masked.store.v{vec.lanes}f{a.dtype.bitwidth}.p0"
-                        store = cgutils.get_or_insert_function(builder.module, fnty, name)
-                        builder.call(store, [value, vptr, align, mask])
+            with then:
+                for r, value in enumerate(values):
+                    vptr = _row_pointer(context, builder, sig, args, vtype, r)
+                    builder.store(value, vptr, align=a.dtype.bitwidth // 8)
+            with otherwise:
+                mask = _head_mask(builder, count, vec.lanes)
+                for r, value in enumerate(values):
+                    vptr = _row_pointer(context, builder, sig, args, vtype, r)
+                    _masked_store(builder, value, vptr, mask, a.dtype.bitwidth)
         return context.get_dummy_value()
 
     return types.none(a, i, stride, rows, n), codegen
