@@ -37,6 +37,7 @@ _local = threading.local()  # .applied: the count this thread last gave Numba
 _state_lock = threading.Lock()  # guards the module state below
 _blas_applied = None  # the count threadpoolctl last gave BLAS
 _serialise = None  # None until the threading layer is known, then a bool
+_launched = False  # whether _launch has started Numba's thread pool
 _launch_lock = threading.RLock()  # re-entrant: a guarded op may call another
 _blas_libs = []  # threadpoolctl's controllers of the BLAS libraries _apply_blas found
 _single_blas_users = 0  # run_slices calls in progress, which hold BLAS at one thread
@@ -90,6 +91,31 @@ def _set_blas(n: int) -> None:
             release(force=True)
 
 
+def _launch() -> None:
+    """Start Numba's thread pool, keeping the OpenMP thread counts set before it started.
+
+    Starting Numba's OpenMP layer sets the thread count of every OpenMP runtime already
+    in the process (libgomp, the one torch uses included) to Numba's count: a
+    ``torch.set_num_threads(1)`` was undone by fastcnn's first call, so torch then ran on
+    every core. The counts are read before and put back after.
+    """
+    global _launched
+    with _state_lock:
+        if _launched:
+            return
+        before = {
+            lib.filepath: lib.num_threads
+            for lib in ThreadpoolController().select(user_api="openmp").lib_controllers
+        }
+        numba.get_num_threads()  # launches the pool
+        # A fresh controller: setting the count through one made before the launch did not
+        # take (seen with torch's libgomp).
+        for lib in ThreadpoolController().select(user_api="openmp").lib_controllers:
+            if lib.filepath in before and lib.num_threads != before[lib.filepath]:
+                lib.set_num_threads(before[lib.filepath])
+        _launched = True
+
+
 def _layer_is_thread_safe() -> bool:
     global _serialise
     if _serialise is None:
@@ -106,6 +132,8 @@ class _Guard:
     def __enter__(self):
         n = _num_threads
         if getattr(_local, "applied", None) != n:
+            if not _launched:
+                _launch()
             numba.set_num_threads(n)
             _local.applied = n
         if _blas_applied != n:

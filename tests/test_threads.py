@@ -234,3 +234,48 @@ def test_workqueue_layer_is_serialised():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
+
+
+_OPENMP_SCRIPT = """
+import ctypes, sys
+import numpy as np
+gomp = ctypes.CDLL("libgomp.so.1", mode=ctypes.RTLD_GLOBAL)
+gomp.omp_set_num_threads(1)
+torch = None
+if sys.argv[1] == "torch":
+    import torch
+    torch.set_num_threads(1)
+    torch.nn.functional.relu(torch.zeros(4)).sum()
+    torch.get_num_threads()
+import numba
+import fastcnn
+from fastcnn import functional as F
+F.relu(np.zeros(4, np.float32))
+
+@numba.njit(parallel=True)
+def ids(a):
+    for i in numba.prange(a.size):
+        a[i] = numba.get_thread_id()
+
+a = np.zeros(1000)
+ids(a)
+print(gomp.omp_get_max_threads(), torch.get_num_threads() if torch else 1, len(set(a)))
+"""
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs two threads")
+@pytest.mark.parametrize("lib", ["libgomp", "torch"])
+def test_first_call_keeps_the_openmp_counts_set_before(lib):
+    """Starting Numba's OpenMP pool set every loaded OpenMP runtime's thread count to the
+    number of cores: ``torch.set_num_threads(1)`` was undone by fastcnn's first call. In a
+    fresh process, a count of 1 set before (on libgomp, and through torch where installed)
+    is still 1 after it, and Numba's kernels still use all their threads."""
+    if lib == "torch":
+        pytest.importorskip("torch")
+    proc = subprocess.run(
+        [sys.executable, "-c", _OPENMP_SCRIPT, lib], capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0 and "libgomp.so.1" in proc.stderr and "OSError" in proc.stderr:
+        pytest.skip("no libgomp.so.1 on this system")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "1", str(MAX_THREADS)]
