@@ -74,10 +74,10 @@ SINGLES = 2
 
 # The forward's widest vector: :data:`fastcnn._simd.WIDE_BYTES` (6 x 4 native accumulators)
 # was measured 9-17% faster than native vectors on 64 channels (mnist-conv2, cifar-64x64;
-# one and two threads, old and new code in one process) on AMD Zen 4, 1-22% on Zen 5, 11-37%
-# on an Intel Xeon. The
-# weight gradient, whose accumulators go to memory between chunks of pixels, was 17-24%
-# slower so (Zen 5: 2.0-2.4x at one thread): it keeps native vectors.
+# one and two threads, old and new code in one process) on AMD Zen 4, 1-22% on Zen 5 and
+# 10-37% on an Intel Xeon (its time 0.73-0.90). The weight gradient, whose accumulators go
+# to memory between chunks of pixels, was 17-24% slower so (Zen 5: 2.0-2.4x at one
+# thread): it keeps native vectors.
 FORWARD_BYTES = WIDE_BYTES
 
 
