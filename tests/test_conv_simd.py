@@ -230,6 +230,38 @@ def test_input_gradient_form_follows_the_work(preset, forward_form, threads, blo
     assert blocked_calls["forward" if forward_form else "grad_input"] == 1
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 1000])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_forward_in_chunks_of_taps(chunk_bytes, dtype, monkeypatch, threads, blocked_calls):
+    """The forward's taps in chunks of one, and of a few that divide neither the taps nor
+    the input gradient's per-row tap ranges (forward form): the bits of one pass over all
+    taps (the partial sums wait exactly in the band), with a one-pixel last block (25
+    pixels), and the reference's result."""
+    block = conv_blocked.channel_block(dtype)
+    rng = make_rng(12)
+    x = randn(rng, (2, block, 5, 5), dtype)
+    weight = randn(rng, (block, block, 3, 3), dtype, scale=0.2)
+    bias = randn(rng, block, dtype)
+    grad_out = randn(rng, (2, block, 5, 5), dtype)
+
+    def both():
+        return F.conv2d(x, weight, bias, padding=1), F.conv2d_grad_input(
+            x.shape, weight, grad_out, padding=1
+        )
+
+    taps = 9 * block
+    monkeypatch.setattr(conv_blocked, "CHUNK_BYTES", taps * block * dtype.itemsize)
+    once = both()  # one chunk
+    monkeypatch.setattr(conv_blocked, "CHUNK_BYTES", chunk_bytes)
+    chunk = max(1, chunk_bytes // (block * dtype.itemsize))
+    assert chunk == 1 or (taps % chunk and 3 * block % chunk)  # cuts a kernel row's taps
+    chunked = both()
+    for got, want in zip(chunked, once, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert blocked_calls["forward"] == 4  # the input gradient ran in forward form
+    check_conv(x, weight, bias, grad_out, {"padding": 1})
+
+
 def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):
     """C*KH*KW not a multiple of the taps per block: the repeated last tap changes nothing."""
     dtype = np.dtype(np.float32)

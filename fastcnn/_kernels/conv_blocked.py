@@ -8,7 +8,8 @@ padding costs the same, and no work is spent on wrapped or padded columns.
 
 - :func:`_forward`: ``y = conv2d(x, w) + bias``; also the stride-1 input gradient in
   *forward form*, the forward convolution of the zero-padded ``grad_out`` with the
-  flipped, transposed weight. Its blocks are pixel-major, ``y`` channel-major: they go to
+  flipped, transposed weight. A band of blocks runs over the taps in chunks whose weights
+  stay in L1 (:data:`CHUNK_BYTES`). Its blocks are pixel-major, ``y`` channel-major: they go to
   a band of pixel-major rows, transposed into ``y`` in square SIMD tiles (where a scalar
   copy of each block had cost 8-9% of the time: mnist-conv2's forward 0.93-0.97,
   cifar-64x64's 0.98-0.995 of that version's, the same bits; Zen 4).
@@ -66,6 +67,13 @@ from fastcnn._workspace import scratch
 
 PIXELS = 6  # output pixels per block (forward) / taps per block (weight gradient)
 BAND_TILES = 2  # the forward's pixel-major band: this many lcm(PIXELS, tile) pixels
+# The forward's chunks of taps: this many bytes of weights (taps x K), reused from L1 by
+# every block of a band. One pass over all taps streamed the weights from L2 for each block
+# (cifar-64x64's 144 KiB, mnist-conv2's 72 KiB). Chunks of 24 KiB: mnist-conv2 and
+# cifar-64x64 0.92-0.96 of the time, 32 channels 0.81-0.94, 128 channels 0.90-0.95 (Intel
+# Xeon with two 512-bit FMAs a cycle, 1 and 2 threads, old and new code alternating; the
+# same bits); 12-18 KiB chunks and bands of one tile were slower at two threads.
+CHUNK_BYTES = 24 * 1024
 # A last block of at most this many pixels runs them one at a time (:func:`_one_pixel`,
 # whose one chain of FMAs per vector waits on their latency: a pixel costs about a quarter
 # of a block). mnist-conv2's 121 pixels end in a block of one: its forward 0.98, the
@@ -188,8 +196,34 @@ def _one_pixel(xp, wt, bias, toff, base, r_first, r_end, dst, o, vec):
         vstore(dst, o + k0 + lane, a1)
 
 
+@jit(inline="always")
+def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
+    """One block of :func:`_forward`: the 6 pixels at padded offsets ``pixels``, every
+    channel block over taps ``r0..r1`` in order, starting from the partial sums at ``dst[o]``
+    (pixel-major, K apart) if ``resume``, else from the bias; the sums back to ``dst[o]``."""
+    k = bias.size
+    lane = lanes(wt, vec)
+    b0, b1, b2, b3, b4, b5 = pixels
+    o1, o2, o3, o4, o5 = o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k
+    for k0 in range(0, k, 2 * lane):
+        if resume:
+            acc = load_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, vec)
+        else:
+            u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
+            acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
+        for r in range(r0, r1):
+            off = toff[r]
+            w0 = vload(wt, r * k + k0, vec)
+            w1 = vload(wt, r * k + k0 + lane, vec)
+            acc = fma_6x2(
+                acc, xb, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off, b5 + off, w0, w1, vec
+            )
+        store_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, acc, vec)
+
+
 @jit(parallel=True)
-def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bands, vec, tvec):
+def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bands, chunk, vec,
+             tvec):  # fmt: skip
     """``y[b, k, q] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + bases[q]]`` for
     every output pixel ``q = oy*OW + ox``, the sum over taps ``first[oy] <= r < end[oy]``
     (the others meet only padding zeros).
@@ -202,20 +236,22 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, band
     xps (parts, C*HP*WP + 2*lanes), bands (parts, band*K): a band of pixel-major rows,
     ``band`` a multiple of PIXELS and of the tiles' lanes.
 
-    The blocks of a band of pixels go to the part's pixel-major band, which is then
-    transposed into y[b] in square tiles of ``tvec``'s lanes
+    A band of pixels runs over the taps in chunks of ``chunk``, every block of the band
+    through one chunk before the next, so the chunk's weights stay in L1 while the band's
+    blocks use them (:data:`CHUNK_BYTES`); a block's partial sums wait in the pixel-major
+    band between chunks (stored and loaded exactly: the same bits as one pass). The band
+    is then transposed into y[b] in square tiles of ``tvec``'s lanes
     (:func:`fastcnn._simd.vtranspose`: 16 x 16 float32 with AVX-512). Parallel over parts
     of the batch: each pads its images into its own planes and writes only its images of y.
     """
     n = src.shape[0]
     k = y.shape[1]
     ow = y.shape[3]
-    lane = lanes(wt, vec)
-    width = 2 * lane
     tile = lanes(wt, tvec)
     band = bands.shape[1] // k
     p = bases.size
     last = p - 1
+    taps = toff.size
     yf = y.reshape(-1)
     for part in prange(parts):
         xp, img = xps[part], bands[part]
@@ -229,32 +265,24 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, band
                 xb = xp
             for start in range(0, p, band):
                 stop = min(p, start + band)
-                for p0 in range(start, stop, PIXELS):
-                    # A short last block repeats its last pixel into rows past the end.
-                    b0, b1 = bases[p0], bases[min(p0 + 1, last)]
-                    b2, b3 = bases[min(p0 + 2, last)], bases[min(p0 + 3, last)]
-                    b4, b5 = bases[min(p0 + 4, last)], bases[min(p0 + 5, last)]
-                    # Rows of the block: the last one's first tap, the first one's end.
-                    r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
-                    if p - p0 <= SINGLES:  # a short last block: its pixels one at a time
-                        for q in range(p0, p):
-                            _one_pixel(xb, wt, bias, toff, bases[q], r_first, r_end, img,
-                                       (q - start) * k, vec)  # fmt: skip
-                        continue
-                    for k0 in range(0, k, width):
-                        u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
-                        acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
-                        for r in range(r_first, r_end):
-                            off = toff[r]
-                            w0 = vload(wt, r * k + k0, vec)
-                            w1 = vload(wt, r * k + k0 + lane, vec)
-                            acc = fma_6x2(
-                                acc, xb, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off,
-                                b5 + off, w0, w1, vec,
-                            )  # fmt: skip
-                        o = (p0 - start) * k + k0
-                        o1, o2, o3, o4, o5 = o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k
-                        store_6x2(img, o, o1, o2, o3, o4, o5, acc, vec)
+                for t0 in range(0, taps, chunk):
+                    for p0 in range(start, stop, PIXELS):
+                        # A short last block repeats its last pixel into rows past the end.
+                        b0, b1 = bases[p0], bases[min(p0 + 1, last)]
+                        b2, b3 = bases[min(p0 + 2, last)], bases[min(p0 + 3, last)]
+                        b4, b5 = bases[min(p0 + 4, last)], bases[min(p0 + 5, last)]
+                        # Rows of the block: the last one's first tap, the first one's end.
+                        r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
+                        if p - p0 <= SINGLES:  # a short last block: one pixel at a time,
+                            if t0 == 0:  # each over all its taps at once
+                                for q in range(p0, p):
+                                    _one_pixel(xb, wt, bias, toff, bases[q], r_first, r_end,
+                                               img, (q - start) * k, vec)  # fmt: skip
+                            continue
+                        r0, r1 = max(r_first, t0), min(r_end, t0 + chunk)
+                        if t0 == 0 or r0 < r1:
+                            _block(xb, wt, bias, toff, (b0, b1, b2, b3, b4, b5), r0, r1, t0 > 0,
+                                   img, (p0 - start) * k, vec)  # fmt: skip
                 for q0 in range(start, stop, tile):
                     count = min(tile, p - q0)  # the rows past the image's end are dropped
                     for k0 in range(0, k, tile):
@@ -518,8 +546,10 @@ def _run_forward(src, wt, bias, toff, bases, first, end, ph, pw, out, plane_size
     tile = tile_bytes // src.itemsize
     band = BAND_TILES * tile * PIXELS // math.gcd(tile, PIXELS)  # whole blocks, whole tiles
     bands = scratch("blocked.band", (parts, band * out.shape[1]), src.dtype)
+    chunk = max(1, CHUNK_BYTES // (out.shape[1] * src.itemsize))
     vec, tvec = token(nbytes), token(tile_bytes)
-    _forward(src, wt, bias, toff, bases, first, end, ph, pw, out, parts, xps, bands, vec, tvec)
+    _forward(src, wt, bias, toff, bases, first, end, ph, pw, out, parts, xps, bands, chunk, vec,
+             tvec)  # fmt: skip
 
 
 def grad_weight(x, grad_out, g, out):
