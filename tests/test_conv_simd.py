@@ -370,9 +370,9 @@ def test_rows_conv_bitwise_repeatable(dtype, threads, rows_calls):
 
 
 def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
-    """Unforced: wide rows with at most one full-width channel block take the wrapped
-    rows (forward and input gradient), narrower rows or two full blocks the blocked
-    kernels; the weight gradient takes the blocked kernel wherever it fits."""
+    """Unforced: channels in full-width blocks take the blocked kernels; others the
+    wrapped rows (forward and input gradient) where rows are wide, else the blocked kernels
+    at narrower widths; the weight gradient takes the blocked kernel wherever it fits."""
     dtype = np.dtype(np.float32)
     block = conv_blocked.channel_block(dtype)
     rows = _count_calls(monkeypatch, conv_rows)
@@ -393,17 +393,14 @@ def test_conv_dispatch_by_rows_and_channels(monkeypatch, threads):
 
     both = {"forward": 2, "grad_weight": 1}
     none = {"forward": 0, "grad_weight": 0}
-    rows_way = ({"forward": 2, "grad_weight": 0}, {"forward": 0, "grad_weight": 1})
-    assert run(block // 2, block, 32) == rows_way  # cifar-16x32
+    # The forward on the blocked kernel, the input gradient (C = 16, narrow vectors) on rows.
+    split = ({"forward": 1, "grad_weight": 0}, {"forward": 1, "grad_weight": 1})
+    assert run(block // 2, block, 32) == split  # cifar-16x32
+    assert run(block // 2, block, 14) == split  # rows of 16: 8 * 2 <= 16
+    assert run(block // 2, block, 13) == (none, both)  # rows of 15: 8 * 2 > 15
     assert run(block // 2, block - 1, 32) == (both, none)  # channels the blocked kernel lacks
     assert run(2 * block, 2 * block, 32) == (none, both)  # cifar-64x64
-    assert run(block, block, 11) == (none, both)  # narrow rows: 8 * 2 > 13
-    assert run(block, 2 * block, 14) == (none, both)  # one full block: 16 * 2 > 16
-    # Narrow vectors (the input gradient's C = 16): 8 * 2 <= 16.
-    assert run(block // 2, block, 14) == (
-        {"forward": 1, "grad_weight": 0},
-        {"forward": 1, "grad_weight": 1},
-    )
+    assert run(block, block, 32) == (none, both)  # one full block
 
 
 # --- few taps --------------------------------------------------------------------------

@@ -10,8 +10,8 @@ every function here is ``fastcnn.reference.conv``.
 Paths, chosen per geometry by the drivers (``forward``, ``grad_input``, ``grad_weight``,
 ``grad_bias``):
 
-- stride 1, more than ``DIRECT_MAX_TAPS`` taps, wide rows and few channels (at most one
-  full-width channel block of the blocked kernel, or channel counts it does not take):
+- stride 1, more than ``DIRECT_MAX_TAPS`` taps, wide rows, and channels that the blocked
+  kernel takes only on narrower vectors (e.g. 16 float32) or not at all:
   the forward and input gradient of :mod:`fastcnn._kernels.conv_rows`, SIMD along
   wrapped output rows (:func:`_rows_fit`), and its weight gradient where the blocked
   kernel does not take the channels (:func:`_rows_grad_weight_fits`);
@@ -399,23 +399,21 @@ def _simd_kernels(g, channels: int, dtype):
 def _rows_fit(g, channels: int, row_width: int, dtype) -> bool:
     """Whether a forward-type convolution of geometry ``g`` with ``channels`` output
     channels, whose padded source rows are ``row_width`` wide, runs on :mod:`conv_rows`:
-    stride 1, more than ``DIRECT_MAX_TAPS`` taps, and fewer dropped pixels per row than
-    the blocked kernel would lose elsewhere. That kernel is at its best with two or more
-    channel blocks at full vector width (then never); with one, rows win where at most a
-    sixteenth of each row is dropped; on narrower vectors (or channel counts it does not
-    take), where at most an eighth is. Measured at 2 threads, interleaved in one process
-    (ms, rows / blocked), on AMD Zen 4: cifar-16x32 (a 34-wide padded row) forward
-    4.9-5.2 / 6.2-6.3, input gradient (C = 16) 4.9-5.3 / 6.8-6.9; C = 16 on 16-wide rows:
-    forward 1.2-1.3 / 1.3, input gradient 1.5 / 1.7-1.8; C = 32 on 16-wide rows
-    (``fastcnn train``'s second convolution), input gradient 4.4 / 3.6. On Zen 5:
-    cifar-16x32 forward 2.07 / 2.16, input gradient 2.02 / 3.27; C = 16 on 16-wide rows
-    0.44 / 0.49 and 0.47 / 0.78. (The weight gradient: :func:`_rows_grad_weight_fits`.)"""
+    stride 1, more than ``DIRECT_MAX_TAPS`` taps, channels that the blocked kernel does
+    not take at full vector width, and at most an eighth of each row dropped.
+
+    Measured at 1 and 2 threads, interleaved in one process (ms, rows / blocked): on an
+    Intel Xeon (two 512-bit FMAs a cycle), with the blocked forward's chunks of taps,
+    cifar-16x32's forward (one full-width block of 32 channels, a 34-wide padded row)
+    5.68 / 5.02 and 2.87 / 2.59, C = 32 to 32 channels on 18-wide rows 2.83 / 2.28 and
+    1.44 / 1.17; its input gradient (C = 16: half-width vectors) 5.65 / 7.50 and 2.91 /
+    3.68, C = 16 on 18-wide rows 1.39 / 1.74. (Before those chunks, on AMD Zen 4 and Zen 5,
+    one full block on rows this wide had been faster on rows, 0.8 and 0.96 of the blocked
+    time; two or more never.) The weight gradient: :func:`_rows_grad_weight_fits`."""
     if not (g.sh == g.sw == 1 and g.c * g.kh * g.kw > DIRECT_MAX_TAPS):
         return False
     if conv_blocked.vector_bytes(channels, dtype) == conv_blocked.VECTOR_BYTES:
-        if channels > conv_blocked.channel_block(dtype):
-            return False
-        return conv_rows.pays(row_width, g.dw * (g.kw - 1), 16)
+        return False
     return conv_rows.pays(row_width, g.dw * (g.kw - 1), 8)
 
 
