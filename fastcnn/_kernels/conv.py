@@ -520,7 +520,8 @@ def grad_input(weight, grad_out, g, out):
         # As a forward convolution: grad_out's K channels in, C out, rows W + reach wide.
         rows = _rows_fit(g._replace(c=g.k), g.c, g.w + g.dw * (g.kw - 1), weight.dtype)
         # The weight is scanned only where a forward form would run.
-        if (rows or (blocks and conv_blocked.forward_form_pays(g))) and _all_finite(weight):
+        pays = rows or (blocks and conv_blocked.forward_form_pays(g, weight.dtype))
+        if pays and _all_finite(weight):
             (conv_rows if rows else conv_blocked).grad_input(weight, grad_out, g, out)
             return
     if blocks:

@@ -17,7 +17,8 @@ padding costs the same, and no work is spent on wrapped or padded columns.
   pixels of ``grad_out`` x 2 vectors of input channels, summed over the output channels
   for one tap at a time and added where that tap sends them. It multiplies no padding
   zeros, which the forward form does (15% of its work on mnist-conv2), but adds into
-  memory after every K terms; :func:`forward_form_pays` picks the form.
+  memory after every K terms; :func:`forward_form_pays` picks the form. With AVX-512 two
+  blocks of consecutive pixels run side by side (:data:`PAIRS`).
 - :func:`_grad_weight`: the same block over (6 taps x 2 channel vectors), reduced over the
   output pixels of every image.
 
@@ -74,6 +75,10 @@ BAND_TILES = 2  # the forward's pixel-major band: this many lcm(PIXELS, tile) pi
 # Xeon with two 512-bit FMAs a cycle, 1 and 2 threads, old and new code alternating; the
 # same bits); 12-18 KiB chunks and bands of one tile were slower at two threads.
 CHUNK_BYTES = 24 * 1024
+# The scatter-form input gradient's whole blocks run in pairs, 12 consecutive pixels of
+# grad_out broadcast from one pointer: mnist-conv2 0.81-0.89, cifar-64x64 0.82 of the time
+# of single blocks (Intel Xeon, 1 and 2 threads; other bits: the pair adds tap by tap).
+PAIRS = True
 # A last block of at most this many pixels runs them one at a time (:func:`_one_pixel`,
 # whose one chain of FMAs per vector waits on their latency: a pixel costs about a quarter
 # of a block). mnist-conv2's 121 pixels end in a block of one: its forward 0.98, the
@@ -347,8 +352,33 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
                         store_6x2(acc, o0, o1, o2, o3, o4, o5, a, vec)
 
 
+@jit(inline="always")
+def _scatter_pair(go, wt, bases, p0, t, k, c, c0, d, buf, vec):
+    """Two whole blocks of :func:`_grad_input` side by side: the sums over the K channels of
+    pixels ``p0 .. p0 + 11`` of one image's grad_out ``go`` (K*P,) at tap ``t``, for the
+    2 vectors of input channels from ``c0`` (of C), added at ``bases[q]*C + d`` of ``buf``.
+    Each pair of weight loads feeds 24 FMAs, and the 12 pixels, being consecutive, are
+    broadcast at fixed offsets from one pointer."""
+    p = bases.size
+    lane = lanes(wt, vec)
+    u = vzero(wt, vec)
+    acc = (u, u, u, u, u, u, u, u, u, u, u, u)
+    more = acc
+    for kk in range(k):
+        o, g = (t * k + kk) * c + c0, kk * p + p0
+        w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
+        acc = fma_6x2(acc, go, g, g + 1, g + 2, g + 3, g + 4, g + 5, w0, w1, vec)
+        more = fma_6x2(more, go, g + 6, g + 7, g + 8, g + 9, g + 10, g + 11, w0, w1, vec)
+    o0, o1, o2 = bases[p0] * c + d, bases[p0 + 1] * c + d, bases[p0 + 2] * c + d
+    o3, o4, o5 = bases[p0 + 3] * c + d, bases[p0 + 4] * c + d, bases[p0 + 5] * c + d
+    add_6x2(buf, o0, o1, o2, o3, o4, o5, acc, vec)
+    o0, o1, o2 = bases[p0 + 6] * c + d, bases[p0 + 7] * c + d, bases[p0 + 8] * c + d
+    o3, o4, o5 = bases[p0 + 9] * c + d, bases[p0 + 10] * c + d, bases[p0 + 11] * c + d
+    add_6x2(buf, o0, o1, o2, o3, o4, o5, more, vec)
+
+
 @jit(parallel=True)
-def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec):
+def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, pair, vec):
     """The input gradient in scatter form: for every pixel ``q`` of grad_out and tap ``t``,
     ``sum_k grad_out[b, k, q] * wt[(t*K + k)*C + c]`` is added at ``bases[q] + toff[t]`` of
     the image's zero-padded gradient planes, whose interior then goes to ``out[b]``.
@@ -357,12 +387,14 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
     :func:`pixel_offsets` of grad_out's pixels in the padded planes; toff (taps,): ``i*dh*WP
     + j*dw``; out (N, C, H, W) with C a multiple of :func:`channel_block`; vec: the vector
     width, a :func:`fastcnn._simd.token`. Scratch: bufs (parts, at least (HP*WP + lanes)*C): one
-    image's padded gradient, pixel-major; blocks (parts, PIXELS*2*lanes).
+    image's padded gradient, pixel-major; blocks (parts, PIXELS*2*lanes). With ``pair``,
+    the whole pairs of blocks run side by side (:func:`_scatter_pair`), the rest singly.
 
     Every product is one that the reference's ``col2im`` adds (the padding's share is
     dropped, not multiplied by zeros), so any stride, padding, dilation and weight work,
     and NaN and inf land as in the reference. Each pixel's sums run over ``k`` and are
-    added tap by tap in order of ``q``: bitwise repeatable.
+    added block by block (or pair by pair) and tap by tap, in a fixed order: bitwise
+    repeatable.
 
     Parallel over parts of the batch: each owns its buffers and its images of out.
     """
@@ -378,7 +410,12 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, vec
         for b in range(part * n // parts, (part + 1) * n // parts):
             buf[:] = 0
             go = grad_out[b].reshape(-1)
-            for p0 in range(0, p, PIXELS):
+            whole = p - p % (2 * PIXELS) if pair else 0
+            for p0 in range(0, whole, 2 * PIXELS):  # two whole blocks side by side
+                for t in range(taps):
+                    for c0 in range(0, c, width):
+                        _scatter_pair(go, wt, bases, p0, t, k, c, c0, toff[t] * c + c0, buf, vec)
+            for p0 in range(whole, p, PIXELS):
                 # A short last block repeats its last pixel; the repeats are not added.
                 q0, q1, q2 = p0, min(p0 + 1, last), min(p0 + 2, last)
                 q3, q4, q5 = min(p0 + 3, last), min(p0 + 4, last), min(p0 + 5, last)
@@ -464,22 +501,40 @@ def grad_input(weight, grad_out, g, out):
 
 # The forward form multiplies the zeros padding grad_out; the scatter form multiplies no
 # zero, but adds each tap's sums over the K channels into memory. Measured (ms, forward /
-# scatter form, in one process; 1 thread, then 2): mnist-conv2, whose forward form does
-# 1.18x the scatter form's multiply-adds, 3.5-4.4 / 3.2-3.8 and 2.1-2.3 / 1.6-1.9;
-# cifar-64x64 (0.98x) 22.7 / 26.4 and 12.3 / 14.5; mnist-conv2 with K = 2, 4, 8, 16
-# output channels at 2 threads 0.18 / 0.29, 0.27 / 0.32, 0.43 / 0.42, 0.70 / 0.55. So the
-# forward form runs up to this ratio of work, and below this many channels.
+# scatter form, in one process; 1 thread, then 2), on AMD Zen 4 before the scatter form's
+# pairs of blocks: mnist-conv2, whose forward form does 1.18x the scatter form's
+# multiply-adds, 3.5-4.4 / 3.2-3.8 and 2.1-2.3 / 1.6-1.9; cifar-64x64 (0.98x) 22.7 / 26.4
+# and 12.3 / 14.5; mnist-conv2 with K = 2, 4, 8, 16 output channels at 2 threads 0.18 /
+# 0.29, 0.27 / 0.32, 0.43 / 0.42, 0.70 / 0.55. So the forward form runs up to this ratio
+# of work, and below this many channels. With pairs (Intel Xeon): where the forward form
+# has no wider vectors than the scatter form, the scatter form is faster even at less
+# work (C = 32: 14x14 padded, 0.95x, 3.46 / 3.90 and 1.76 / 2.08; 32x32 padded, 9.39 /
+# 9.86 and 4.84 / 5.15); with them, they are close (cifar-64x64 18.2 / 18.8 and 9.4 / 9.8;
+# C = 64 on 14x14, 7.04 / 7.09 and 3.66 / 3.50; with K = 32, 3.55 / 3.97, 1.84 / 1.99).
 FORWARD_FORM_WORK = 1.1
 SCATTER_MIN_K = 8
 
 
-def forward_form_pays(g) -> bool:
+def scatter_pairs(nbytes: int) -> bool:
+    """Whether the scatter form runs two blocks side by side (24 accumulators) on vectors
+    of ``nbytes``: with :data:`PAIRS`, where 32 registers hold them (AVX-512)."""
+    return PAIRS and 2 * nbytes <= WIDE_BYTES
+
+
+def forward_form_pays(g, dtype) -> bool:
     """Whether a stride-1 input gradient that may run in forward form (:func:`grad_input`)
     should: fewer than :data:`SCATTER_MIN_K` output channels, or multiply-adds (padding
-    zeros included) at most :data:`FORWARD_FORM_WORK` times those of the scatter form."""
+    zeros included) at most :data:`FORWARD_FORM_WORK` times those of the scatter form,
+    unless the scatter form runs in pairs and the forward form would not have wider
+    vectors for the C channels of ``dtype``."""
+    if g.k < SCATTER_MIN_K:
+        return True
+    nbytes = vector_bytes(g.c, dtype)
+    if scatter_pairs(nbytes) and vector_bytes(g.c, dtype, FORWARD_BYTES) <= nbytes:
+        return False
     _, first, end, *_ = _grad_input_taps(g._replace(n=0))
     work = g.w * int((end - first).sum())  # taps (all K channels) per output pixel, summed
-    return g.k < SCATTER_MIN_K or work <= FORWARD_FORM_WORK * g.oh * g.ow * g.k * g.kh * g.kw
+    return work <= FORWARD_FORM_WORK * g.oh * g.ow * g.k * g.kh * g.kw
 
 
 def grad_input_scatter(weight, grad_out, g, out):
@@ -498,7 +553,9 @@ def grad_input_scatter(weight, grad_out, g, out):
     bufs = _scratch_planes("blocked.gradient", parts, (hp * wp + lane) * g.c, weight.dtype)
     block = PIXELS * channel_block(weight.dtype, nbytes)
     blocks = scratch("blocked.block", (parts, block), weight.dtype)
-    _grad_input(grad_out, wt, bases, toff, g.ph, g.pw, out, parts, bufs, blocks, token(nbytes))
+    pair = scatter_pairs(nbytes)
+    _grad_input(grad_out, wt, bases, toff, g.ph, g.pw, out, parts, bufs, blocks, pair,
+                token(nbytes))  # fmt: skip
 
 
 def grad_input_operands(weight, g):
