@@ -262,6 +262,24 @@ def test_blocked_forward_in_chunks_of_taps(chunk_bytes, dtype, monkeypatch, thre
     check_conv(x, weight, bias, grad_out, {"padding": 1})
 
 
+@pytest.mark.parametrize("pairs", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scatter_form_with_and_without_pairs(pairs, dtype, monkeypatch, threads, blocked_calls):
+    """The scatter-form input gradient with its whole blocks in pairs (where AVX-512 has
+    the registers) and one block at a time: 35 pixels, two pairs and a short last block,
+    at stride 1 and 2; the reference's result either way."""
+    monkeypatch.setattr(conv_blocked, "PAIRS", pairs)
+    block = conv_blocked.channel_block(dtype)
+    rng = make_rng(13)
+    weight = randn(rng, (block, block, 3, 3), dtype, scale=0.2)
+    for stride, x_shape in ((1, (2, block, 7, 9)), (2, (2, block, 11, 15))):
+        grad_out = randn(rng, (2, block, 5, 7), dtype)
+        got = F.conv2d_grad_input(x_shape, weight, grad_out, stride=stride)
+        want = R.conv2d_grad_input(x_shape, weight, grad_out, stride=stride)
+        assert_close(got, want, dtype, atol=atol_for(dtype, 9 * block))
+    assert blocked_calls["grad_input"] == 2
+
+
 def test_blocked_grad_weight_odd_tap_count(threads, blocked_calls):
     """C*KH*KW not a multiple of the taps per block: the repeated last tap changes nothing."""
     dtype = np.dtype(np.float32)
