@@ -105,6 +105,8 @@ CASES = [
     pytest.param((1, "B", 3, 3), ("B", "B", 3, 3), {}, id="one-output-pixel"),
     pytest.param((2, "B", 5, 5), ("B", "B", 5, 5), {"padding": 3}, id="padding-gt-half"),
     pytest.param((4, "2B", 6, 6), ("2B", "2B", 3, 3), {"padding": 1}, id="two-blocks"),
+    # Rows of 30: pairs of blocks in a row, then a block across the row's end.
+    pytest.param((2, "B", 4, 30), ("B", "B", 3, 3), {"padding": 1}, id="wide-rows"),
 ]
 
 

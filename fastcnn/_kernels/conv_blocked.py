@@ -75,9 +75,12 @@ BAND_TILES = 2  # the forward's pixel-major band: this many lcm(PIXELS, tile) pi
 # Xeon with two 512-bit FMAs a cycle, 1 and 2 threads, old and new code alternating; the
 # same bits); 12-18 KiB chunks and bands of one tile were slower at two threads.
 CHUNK_BYTES = 24 * 1024
-# The scatter-form input gradient's whole blocks run in pairs, 12 consecutive pixels of
-# grad_out broadcast from one pointer: mnist-conv2 0.81-0.89, cifar-64x64 0.82 of the time
-# of single blocks (Intel Xeon, 1 and 2 threads; other bits: the pair adds tap by tap).
+# Two blocks side by side on 12 consecutive pixels, broadcast at fixed offsets from one
+# pointer (:func:`pairs_fit`): in the scatter-form input gradient, its whole pairs of
+# blocks (mnist-conv2 0.81-0.89, cifar-64x64 0.82 of the time of single blocks; other bits:
+# the pair adds tap by tap); in the forward, 12 pixels of one row (cifar-16x32 0.81-0.86,
+# 32 to 32 channels 0.91-0.92; the same bits). Intel Xeon, 1 and 2 threads. Twelve pixels
+# scattered over rows, each with its own pointer, had spilled registers: 1.35-1.6x the time.
 PAIRS = True
 # A last block of at most this many pixels runs them one at a time (:func:`_one_pixel`,
 # whose one chain of FMAs per vector waits on their latency: a pixel costs about a quarter
@@ -226,9 +229,37 @@ def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
         store_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, acc, vec)
 
 
+@jit(inline="always")
+def _block_pair(xb, wt, bias, toff, b0, r0, r1, resume, dst, o, vec):
+    """Two blocks of :func:`_block` side by side on the 12 consecutive pixels from padded
+    offset ``b0`` (one row at stride 1), to ``dst[o]`` and 6 rows on: each pair of weight
+    loads feeds 24 FMAs, and the pixels are broadcast at fixed offsets from one pointer."""
+    k = bias.size
+    lane = lanes(wt, vec)
+    o1, o2, o3, o4, o5 = o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k
+    m = o + PIXELS * k
+    m1, m2, m3, m4, m5 = m + k, m + 2 * k, m + 3 * k, m + 4 * k, m + 5 * k
+    for k0 in range(0, k, 2 * lane):
+        if resume:
+            acc = load_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, vec)
+            more = load_6x2(dst, m + k0, m1 + k0, m2 + k0, m3 + k0, m4 + k0, m5 + k0, vec)
+        else:
+            u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
+            acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
+            more = acc
+        for r in range(r0, r1):
+            g = b0 + toff[r]
+            w0 = vload(wt, r * k + k0, vec)
+            w1 = vload(wt, r * k + k0 + lane, vec)
+            acc = fma_6x2(acc, xb, g, g + 1, g + 2, g + 3, g + 4, g + 5, w0, w1, vec)
+            more = fma_6x2(more, xb, g + 6, g + 7, g + 8, g + 9, g + 10, g + 11, w0, w1, vec)
+        store_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, acc, vec)
+        store_6x2(dst, m + k0, m1 + k0, m2 + k0, m3 + k0, m4 + k0, m5 + k0, more, vec)
+
+
 @jit(parallel=True)
-def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bands, chunk, vec,
-             tvec):  # fmt: skip
+def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, bands, chunk, pair,
+             vec, tvec):  # fmt: skip
     """``y[b, k, q] = bias[k] + sum_r wt[r, k] * padded(src[b])[toff[r] + bases[q]]`` for
     every output pixel ``q = oy*OW + ox``, the sum over taps ``first[oy] <= r < end[oy]``
     (the others meet only padding zeros).
@@ -244,10 +275,12 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, band
     A band of pixels runs over the taps in chunks of ``chunk``, every block of the band
     through one chunk before the next, so the chunk's weights stay in L1 while the band's
     blocks use them (:data:`CHUNK_BYTES`); a block's partial sums wait in the pixel-major
-    band between chunks (stored and loaded exactly: the same bits as one pass). The band
-    is then transposed into y[b] in square tiles of ``tvec``'s lanes
-    (:func:`fastcnn._simd.vtranspose`: 16 x 16 float32 with AVX-512). Parallel over parts
-    of the batch: each pads its images into its own planes and writes only its images of y.
+    band between chunks (stored and loaded exactly: the same bits as one pass). With
+    ``pair``, 12 consecutive pixels run as two blocks side by side (:func:`_block_pair`);
+    any 6 consecutive ones are broadcast from one pointer too. The band is then transposed
+    into y[b] in square tiles of ``tvec``'s lanes (:func:`fastcnn._simd.vtranspose`: 16 x
+    16 float32 with AVX-512). Parallel over parts of the batch: each pads its images into
+    its own planes and writes only its images of y.
     """
     n = src.shape[0]
     k = y.shape[1]
@@ -271,23 +304,39 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, band
             for start in range(0, p, band):
                 stop = min(p, start + band)
                 for t0 in range(0, taps, chunk):
-                    for p0 in range(start, stop, PIXELS):
+                    p0 = start
+                    while p0 < stop:
+                        # Two blocks at once on 12 consecutive pixels (one row at stride 1;
+                        # bases rise by at least 1 a pixel, so a span of 11 is all 1s).
+                        size = PIXELS
+                        if pair and p0 + 2 * PIXELS <= stop:
+                            if bases[p0 + 2 * PIXELS - 1] - bases[p0] == 2 * PIXELS - 1:
+                                size = 2 * PIXELS
                         # A short last block repeats its last pixel into rows past the end.
                         b0, b1 = bases[p0], bases[min(p0 + 1, last)]
                         b2, b3 = bases[min(p0 + 2, last)], bases[min(p0 + 3, last)]
                         b4, b5 = bases[min(p0 + 4, last)], bases[min(p0 + 5, last)]
                         # Rows of the block: the last one's first tap, the first one's end.
-                        r_first, r_end = first[min(p0 + 5, last) // ow], end[p0 // ow]
+                        r_first = first[min(p0 + size - 1, last) // ow]
+                        r_end = end[p0 // ow]
+                        r0, r1 = max(r_first, t0), min(r_end, t0 + chunk)
+                        o = (p0 - start) * k
                         if p - p0 <= SINGLES:  # a short last block: one pixel at a time,
                             if t0 == 0:  # each over all its taps at once
                                 for q in range(p0, p):
                                     _one_pixel(xb, wt, bias, toff, bases[q], r_first, r_end,
                                                img, (q - start) * k, vec)  # fmt: skip
-                            continue
-                        r0, r1 = max(r_first, t0), min(r_end, t0 + chunk)
-                        if t0 == 0 or r0 < r1:
-                            _block(xb, wt, bias, toff, (b0, b1, b2, b3, b4, b5), r0, r1, t0 > 0,
-                                   img, (p0 - start) * k, vec)  # fmt: skip
+                        elif t0 > 0 and r0 >= r1:
+                            pass
+                        elif size > PIXELS:
+                            _block_pair(xb, wt, bias, toff, b0, r0, r1, t0 > 0, img, o, vec)
+                        elif b5 - b0 == PIXELS - 1:  # consecutive: fixed offsets from b0
+                            pixels = (b0, b0 + 1, b0 + 2, b0 + 3, b0 + 4, b0 + 5)
+                            _block(xb, wt, bias, toff, pixels, r0, r1, t0 > 0, img, o, vec)
+                        else:
+                            pixels = (b0, b1, b2, b3, b4, b5)
+                            _block(xb, wt, bias, toff, pixels, r0, r1, t0 > 0, img, o, vec)
+                        p0 += size
                 for q0 in range(start, stop, tile):
                     count = min(tile, p - q0)  # the rows past the image's end are dropped
                     for k0 in range(0, k, tile):
@@ -515,9 +564,10 @@ FORWARD_FORM_WORK = 1.1
 SCATTER_MIN_K = 8
 
 
-def scatter_pairs(nbytes: int) -> bool:
-    """Whether the scatter form runs two blocks side by side (24 accumulators) on vectors
-    of ``nbytes``: with :data:`PAIRS`, where 32 registers hold them (AVX-512)."""
+def pairs_fit(nbytes: int) -> bool:
+    """Whether the forward and the scatter form run two blocks side by side (24
+    accumulators) on vectors of ``nbytes``: with :data:`PAIRS`, where 32 registers hold
+    them (AVX-512, native or narrower vectors)."""
     return PAIRS and 2 * nbytes <= WIDE_BYTES
 
 
@@ -530,7 +580,7 @@ def forward_form_pays(g, dtype) -> bool:
     if g.k < SCATTER_MIN_K:
         return True
     nbytes = vector_bytes(g.c, dtype)
-    if scatter_pairs(nbytes) and vector_bytes(g.c, dtype, FORWARD_BYTES) <= nbytes:
+    if pairs_fit(nbytes) and vector_bytes(g.c, dtype, FORWARD_BYTES) <= nbytes:
         return False
     _, first, end, *_ = _grad_input_taps(g._replace(n=0))
     work = g.w * int((end - first).sum())  # taps (all K channels) per output pixel, summed
@@ -553,7 +603,7 @@ def grad_input_scatter(weight, grad_out, g, out):
     bufs = _scratch_planes("blocked.gradient", parts, (hp * wp + lane) * g.c, weight.dtype)
     block = PIXELS * channel_block(weight.dtype, nbytes)
     blocks = scratch("blocked.block", (parts, block), weight.dtype)
-    pair = scatter_pairs(nbytes)
+    pair = pairs_fit(nbytes)
     _grad_input(grad_out, wt, bases, toff, g.ph, g.pw, out, parts, bufs, blocks, pair,
                 token(nbytes))  # fmt: skip
 
@@ -604,9 +654,10 @@ def _run_forward(src, wt, bias, toff, bases, first, end, ph, pw, out, plane_size
     band = BAND_TILES * tile * PIXELS // math.gcd(tile, PIXELS)  # whole blocks, whole tiles
     bands = scratch("blocked.band", (parts, band * out.shape[1]), src.dtype)
     chunk = max(1, CHUNK_BYTES // (out.shape[1] * src.itemsize))
+    pair = pairs_fit(nbytes)
     vec, tvec = token(nbytes), token(tile_bytes)
-    _forward(src, wt, bias, toff, bases, first, end, ph, pw, out, parts, xps, bands, chunk, vec,
-             tvec)  # fmt: skip
+    _forward(src, wt, bias, toff, bases, first, end, ph, pw, out, parts, xps, bands, chunk, pair,
+             vec, tvec)  # fmt: skip
 
 
 def grad_weight(x, grad_out, g, out):
