@@ -555,11 +555,12 @@ def grad_input(weight, grad_out, g, out):
 # multiply-adds, 3.5-4.4 / 3.2-3.8 and 2.1-2.3 / 1.6-1.9; cifar-64x64 (0.98x) 22.7 / 26.4
 # and 12.3 / 14.5; mnist-conv2 with K = 2, 4, 8, 16 output channels at 2 threads 0.18 /
 # 0.29, 0.27 / 0.32, 0.43 / 0.42, 0.70 / 0.55. So the forward form runs up to this ratio
-# of work, and below this many channels. With pairs (Intel Xeon): where the forward form
-# has no wider vectors than the scatter form, the scatter form is faster even at less
-# work (C = 32: 14x14 padded, 0.95x, 3.46 / 3.90 and 1.76 / 2.08; 32x32 padded, 9.39 /
-# 9.86 and 4.84 / 5.15); with them, they are close (cifar-64x64 18.2 / 18.8 and 9.4 / 9.8;
-# C = 64 on 14x14, 7.04 / 7.09 and 3.66 / 3.50; with K = 32, 3.55 / 3.97, 1.84 / 1.99).
+# of work, and below this many channels. With pairs (Intel Xeon, both forms in pairs where
+# they fit): where the forward form has no wider vectors than the scatter form, the
+# scatter form is as fast or faster even at less work (C = 32: 14x14 padded, 0.95x the
+# work, 3.64 / 3.51 and 1.88 / 1.76; 32x32 padded, 9.11 / 9.48 and 4.68 / 4.81; mnist-conv2
+# 2.55 / 2.20 and 1.36 / 1.09); with them, the forward form is (cifar-64x64 16.6 / 18.8
+# and 8.9 / 9.8; C = 64 on 14x14, 6.49 / 7.21 and 3.44 / 3.40; with K = 32, 3.30 / 3.98).
 FORWARD_FORM_WORK = 1.1
 SCATTER_MIN_K = 8
 
