@@ -205,6 +205,26 @@ def _one_pixel(xp, wt, bias, toff, base, r_first, r_end, dst, o, vec):
 
 
 @jit(inline="always")
+def _block_start(bias, dst, o, k0, resume, vec):
+    """The starting sums of a block of :func:`_forward` for the channels from ``k0``: its
+    partial sums at ``dst[o + k0]`` (pixel-major rows K apart) if ``resume``, else the bias."""
+    k = bias.size
+    if resume:
+        o += k0
+        return load_6x2(dst, o, o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k, vec)
+    lane = lanes(bias, vec)
+    u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
+    return (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
+
+
+@jit(inline="always")
+def _block_store(dst, o, k0, k, acc, vec):
+    """A block's sums for the channels from ``k0`` to ``dst[o + k0]``, rows K apart."""
+    o += k0
+    store_6x2(dst, o, o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k, acc, vec)
+
+
+@jit(inline="always")
 def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
     """One block of :func:`_forward`: the 6 pixels at padded offsets ``pixels``, every
     channel block over taps ``r0..r1`` in order, starting from the partial sums at ``dst[o]``
@@ -212,13 +232,8 @@ def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
     k = bias.size
     lane = lanes(wt, vec)
     b0, b1, b2, b3, b4, b5 = pixels
-    o1, o2, o3, o4, o5 = o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k
     for k0 in range(0, k, 2 * lane):
-        if resume:
-            acc = load_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, vec)
-        else:
-            u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
-            acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
+        acc = _block_start(bias, dst, o, k0, resume, vec)
         for r in range(r0, r1):
             off = toff[r]
             w0 = vload(wt, r * k + k0, vec)
@@ -226,7 +241,7 @@ def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
             acc = fma_6x2(
                 acc, xb, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off, b5 + off, w0, w1, vec
             )
-        store_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, acc, vec)
+        _block_store(dst, o, k0, k, acc, vec)
 
 
 @jit(inline="always")
@@ -236,25 +251,18 @@ def _block_pair(xb, wt, bias, toff, b0, r0, r1, resume, dst, o, vec):
     loads feeds 24 FMAs, and the pixels are broadcast at fixed offsets from one pointer."""
     k = bias.size
     lane = lanes(wt, vec)
-    o1, o2, o3, o4, o5 = o + k, o + 2 * k, o + 3 * k, o + 4 * k, o + 5 * k
     m = o + PIXELS * k
-    m1, m2, m3, m4, m5 = m + k, m + 2 * k, m + 3 * k, m + 4 * k, m + 5 * k
     for k0 in range(0, k, 2 * lane):
-        if resume:
-            acc = load_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, vec)
-            more = load_6x2(dst, m + k0, m1 + k0, m2 + k0, m3 + k0, m4 + k0, m5 + k0, vec)
-        else:
-            u0, u1 = vload(bias, k0, vec), vload(bias, k0 + lane, vec)
-            acc = (u0, u1, u0, u1, u0, u1, u0, u1, u0, u1, u0, u1)
-            more = acc
+        acc = _block_start(bias, dst, o, k0, resume, vec)
+        more = _block_start(bias, dst, m, k0, resume, vec)
         for r in range(r0, r1):
             g = b0 + toff[r]
             w0 = vload(wt, r * k + k0, vec)
             w1 = vload(wt, r * k + k0 + lane, vec)
             acc = fma_6x2(acc, xb, g, g + 1, g + 2, g + 3, g + 4, g + 5, w0, w1, vec)
             more = fma_6x2(more, xb, g + 6, g + 7, g + 8, g + 9, g + 10, g + 11, w0, w1, vec)
-        store_6x2(dst, o + k0, o1 + k0, o2 + k0, o3 + k0, o4 + k0, o5 + k0, acc, vec)
-        store_6x2(dst, m + k0, m1 + k0, m2 + k0, m3 + k0, m4 + k0, m5 + k0, more, vec)
+        _block_store(dst, o, k0, k, acc, vec)
+        _block_store(dst, m, k0, k, more, vec)
 
 
 @jit(parallel=True)
