@@ -335,7 +335,7 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, band
                                     _one_pixel(xb, wt, bias, toff, bases[q], r_first, r_end,
                                                img, (q - start) * k, vec)  # fmt: skip
                         elif t0 > 0 and r0 >= r1:
-                            pass
+                            pass  # none of the block's taps in this chunk
                         elif size > PIXELS:
                             _block_pair(xb, wt, bias, toff, b0, r0, r1, t0 > 0, img, o, vec)
                         elif b5 - b0 == PIXELS - 1:  # consecutive: fixed offsets from b0
@@ -410,6 +410,15 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
 
 
 @jit(inline="always")
+def _add_pixels(buf, bases, q, c, d, acc, vec):
+    """A block of :func:`_grad_input` for the 6 pixels from ``q`` added at
+    ``bases[q + i]*C + d`` of ``buf``."""
+    o0, o1, o2 = bases[q] * c + d, bases[q + 1] * c + d, bases[q + 2] * c + d
+    o3, o4, o5 = bases[q + 3] * c + d, bases[q + 4] * c + d, bases[q + 5] * c + d
+    add_6x2(buf, o0, o1, o2, o3, o4, o5, acc, vec)
+
+
+@jit(inline="always")
 def _scatter_pair(go, wt, bases, p0, t, k, c, c0, d, buf, vec):
     """Two whole blocks of :func:`_grad_input` side by side: the sums over the K channels of
     pixels ``p0 .. p0 + 11`` of one image's grad_out ``go`` (K*P,) at tap ``t``, for the
@@ -426,12 +435,8 @@ def _scatter_pair(go, wt, bases, p0, t, k, c, c0, d, buf, vec):
         w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
         acc = fma_6x2(acc, go, g, g + 1, g + 2, g + 3, g + 4, g + 5, w0, w1, vec)
         more = fma_6x2(more, go, g + 6, g + 7, g + 8, g + 9, g + 10, g + 11, w0, w1, vec)
-    o0, o1, o2 = bases[p0] * c + d, bases[p0 + 1] * c + d, bases[p0 + 2] * c + d
-    o3, o4, o5 = bases[p0 + 3] * c + d, bases[p0 + 4] * c + d, bases[p0 + 5] * c + d
-    add_6x2(buf, o0, o1, o2, o3, o4, o5, acc, vec)
-    o0, o1, o2 = bases[p0 + 6] * c + d, bases[p0 + 7] * c + d, bases[p0 + 8] * c + d
-    o3, o4, o5 = bases[p0 + 9] * c + d, bases[p0 + 10] * c + d, bases[p0 + 11] * c + d
-    add_6x2(buf, o0, o1, o2, o3, o4, o5, more, vec)
+    _add_pixels(buf, bases, p0, c, d, acc, vec)
+    _add_pixels(buf, bases, p0 + PIXELS, c, d, more, vec)
 
 
 @jit(parallel=True)
@@ -490,9 +495,7 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, pai
                             )  # fmt: skip
                         d = toff[t] * c + c0
                         if count == PIXELS:  # straight from the registers (measured 8% faster)
-                            o0, o1, o2 = bases[q0] * c + d, bases[q1] * c + d, bases[q2] * c + d
-                            o3, o4, o5 = bases[q3] * c + d, bases[q4] * c + d, bases[q5] * c + d
-                            add_6x2(buf, o0, o1, o2, o3, o4, o5, acc, vec)
+                            _add_pixels(buf, bases, p0, c, d, acc, vec)
                             continue
                         store_6x2(
                             blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec
