@@ -47,7 +47,8 @@ compile: a kernel compiled in a process and the same kernel loaded from Numba's 
 different bits (see :mod:`fastcnn._config`).
 
 A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
-kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here. A
+kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here and
+:data:`REGISTERS` the number of vector registers (what a register block may hold). A
 128-byte vector is two 64-byte ones: a micro-kernel written for two vectors then holds
 four native ones (:data:`WIDE_BYTES`; see :mod:`fastcnn._kernels.conv_blocked`).
 """
@@ -63,6 +64,7 @@ from numba.extending import intrinsic, models, register_model
 from fastcnn._config import jit
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+REGISTERS = 32 if VECTOR_BYTES == 64 else 16  # vector registers: AVX-512 has 32, AVX2 16
 # Twice the native width where there are 32 vector registers (AVX-512): a register block
 # of 6 x 2 such vectors is 24 native accumulators. AVX2's 16 registers would not hold it.
 WIDE_BYTES = 2 * VECTOR_BYTES if VECTOR_BYTES == 64 else VECTOR_BYTES

@@ -458,6 +458,29 @@ def test_few_taps_conv_matches_reference(x_shape, w_shape, kwargs, dtype, thread
     check_conv(x, weight, bias, grad_out, kwargs)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_taps_with_and_without_two_blocks(dtype, monkeypatch, threads, few_taps_calls):
+    """The forward's pairs of blocks and the weight gradient's 8 x 3 blocks (AVX-512), and
+    one block at a time (AVX2): the same bits either way, and the reference's result; 7
+    channels (short last blocks) on 12 x 13 pixels (pairs, then a short block)."""
+    rng = make_rng(14)
+    x = randn(rng, (2, 1, 14, 15), dtype)
+    weight = randn(rng, (7, 1, 3, 3), dtype)
+    bias = randn(rng, 7, dtype)
+    grad_out = randn(rng, (2, 7, 12, 13), dtype)
+    results = []
+    for two in (True, False):
+        monkeypatch.setattr(conv_few_taps, "TWO_BLOCKS", two)
+        y = F.conv2d(x, weight, bias)
+        results.append((y, F.conv2d_grad_weight(x, weight.shape, grad_out)))
+    for got, want in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert_close(results[0][0], R.conv2d(x, weight, bias), dtype, atol=atol_for(dtype, 9))
+    want = R.conv2d_grad_weight(x, weight.shape, grad_out)
+    assert_close(results[0][1], want, dtype, atol=atol_for(dtype, 2 * 12 * 13))
+    assert few_taps_calls["forward"] == few_taps_calls["grad_weight"] == 2
+
+
 @SPECIAL_VALUES
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ below, 0.74-0.84; the same bits):
 - :func:`_forward` (stride 1): a block of 4 output channels x 3 vectors of pixels (12
   accumulators) runs over the taps: per tap, 3 vector loads of columns, 4 broadcast
   weights, 12 fused multiply-adds, and the block is stored straight into the output
-  planes; two blocks run side by side while they fit (:func:`_two_blocks`: mnist-conv1's
-  forward 0.67-0.78 of one block's time, the same bits);
+  planes; with AVX-512's 32 registers, two blocks run side by side while they fit
+  (:func:`_two_blocks`: mnist-conv1's forward 0.67-0.78 of one block's time, the same bits;
+  :data:`TWO_BLOCKS`);
 - :func:`_grad_input` (any stride): the same column matrix, the other way round: an
   image's products ``weight.T @ grad_out`` (taps x OH*OW) in blocks of 3 taps x 4 vectors
   of pixels over the output channels, then each tap's row of products added into the
@@ -24,7 +25,8 @@ below, 0.74-0.84; the same bits):
   that time at 1 and 2 threads (Zen 4);
 - :func:`_grad_weight` (stride 1): a block of 8 channels x 3 taps (24 accumulators) runs
   over the pixels: per vector of pixels, 8 loads of ``grad_out``, 3 of columns, 24
-  multiply-adds (4 x 3 with 4 and 3 loads: 0.85-0.90 of that time, the same bits). The
+  multiply-adds (4 x 3 with 4 and 3 loads: 0.85-0.90 of that time, the same bits); with
+  AVX2's 16 registers, its two halves of 4 x 3 one after the other. The
   sums stay per lane across the images of a part and are added once at the end (as in
   :mod:`fastcnn._kernels.conv_rows`): summing each block's lanes per image, with its last
   pixels one by one, had cost as much as a sixth of the time (mnist-conv1: 0.69-0.95 of
@@ -45,6 +47,7 @@ from fastcnn._config import jit
 from fastcnn._kernels.blocks import fma_4x3, load_4x3, store_4x3
 from fastcnn._kernels.conv_blocked import _pad_into, sum_parts
 from fastcnn._simd import (
+    REGISTERS,
     VECTOR_BYTES,
     lanes,
     token,
@@ -61,6 +64,11 @@ PIXEL_VECTORS = 3  # vectors of output pixels per block of the forward
 PRODUCT_VECTORS = 4  # vectors of grad_out pixels per block of the input gradient
 CHANNELS = 4  # output channels per block (forward and weight gradient)
 TAPS = 3  # taps per block of the weight gradient
+# The forward's pairs of blocks and the weight gradient's 8 x 3 blocks hold 24 accumulators:
+# with AVX2's 16 registers they spilled, and one block at a time (the weight gradient's two
+# halves in turn) took 0.63-0.94 of the time (mnist-conv1, 3 to 16 channels on 32x32, and
+# 1 to 8 on 28x28; 1 and 2 threads, old and new code in one process; AMD Zen 1; same bits).
+TWO_BLOCKS = REGISTERS >= 32
 
 
 @jit()
@@ -133,13 +141,13 @@ def _two_blocks(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, dst, o0, o1, o2
 
 
 @jit(parallel=True)
-def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
+def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, two, vec):
     """``y[b, k] = bias[k] + sum_t weight[k, t] * columns_b[t]`` for every image b.
 
     x (N, C, H, W); weight (K, C, KH, KW); bias (K,); y (N, K, OH, OW). vec: the vector
     width (:func:`fastcnn._simd.token`). Scratch: xps (parts, C*HP*WP), colss (parts,
     C*KW*stride) with ``stride`` = HP*OW + the pixels that round OH*OW up to whole blocks
-    (:func:`_columns`), tails (parts, CHANNELS * block).
+    (:func:`_columns`), tails (parts, CHANNELS * block). two: :data:`TWO_BLOCKS`.
 
     Parallel over parts of the batch: each owns its scratch rows and its images of y.
     """
@@ -163,7 +171,7 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
             for k0 in range(0, k, CHANNELS):
                 # A short last block repeats its last channel, storing the same values.
                 k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
-                pairs = p // (2 * block) * (2 * block)  # two blocks at a time while they fit
+                pairs = p // (2 * block) * (2 * block) if two else 0  # while they fit
                 for q0 in range(0, pairs, 2 * block):
                     o0, o1 = (b * k + k0) * p + q0, (b * k + k1) * p + q0
                     o2, o3 = (b * k + k2) * p + q0, (b * k + k3) * p + q0
@@ -188,12 +196,22 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, vec):
 
 
 @jit(inline="always")
-def _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, vec):
+def _weight_sums(go, acc, g0, g1, g2, g3, q, s0, s1, s2, vec):
+    """``acc`` (4 x 3) plus the vectors of ``grad_out`` at ``g0..g3 + q`` times columns
+    ``s0..s2``."""
+    v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
+    v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
+    return fma_4x3(acc, v0, v1, v2, v3, s0, s1, s2)
+
+
+@jit(inline="always")
+def _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, two, vec):
     """Add one image's block of channels ``k0..k0+7`` x taps ``t0..t0+2`` (short blocks
     repeat their last channel or tap) to the per-lane sums in ``acc``: per vector of
     pixels, 3 loads of columns shared by two 4 x 3 blocks, 8 of ``grad_out``, 24 fused
-    multiply-adds; the last, short vector with masked loads (zeros past the plane's end,
-    where the columns run on into the next rows)."""
+    multiply-adds (unless ``two`` is false: then the 4 x 3 blocks run over the pixels in
+    turn, each sum in the same order); the last, short vector with masked loads (zeros
+    past the plane's end, where the columns run on into the next rows)."""
     lane = lanes(go, vec)
     rest = p - whole
     k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
@@ -205,14 +223,21 @@ def _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, vec):
     u0, u1, u2 = t0 * lane, t1 * lane, t2 * lane
     a = load_4x3(acc, k0 * row, k1 * row, k2 * row, k3 * row, u0, u1, u2, vec)
     d = load_4x3(acc, k4 * row, k5 * row, k6 * row, k7 * row, u0, u1, u2, vec)
-    for q in range(0, whole, lane):
-        s0, s1, s2 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec), vload(cols, c2 + q, vec)
-        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
-        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
-        a = fma_4x3(a, v0, v1, v2, v3, s0, s1, s2)
-        v0, v1 = vload(go, g4 + q, vec), vload(go, g5 + q, vec)
-        v2, v3 = vload(go, g6 + q, vec), vload(go, g7 + q, vec)
-        d = fma_4x3(d, v0, v1, v2, v3, s0, s1, s2)
+    if two:
+        for q in range(0, whole, lane):
+            s0, s1 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec)
+            s2 = vload(cols, c2 + q, vec)
+            a = _weight_sums(go, a, g0, g1, g2, g3, q, s0, s1, s2, vec)
+            d = _weight_sums(go, d, g4, g5, g6, g7, q, s0, s1, s2, vec)
+    else:
+        for q in range(0, whole, lane):
+            s0, s1 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec)
+            s2 = vload(cols, c2 + q, vec)
+            a = _weight_sums(go, a, g0, g1, g2, g3, q, s0, s1, s2, vec)
+        for q in range(0, whole, lane):
+            s0, s1 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec)
+            s2 = vload(cols, c2 + q, vec)
+            d = _weight_sums(go, d, g4, g5, g6, g7, q, s0, s1, s2, vec)
     if rest:
         q = whole
         s0, s1 = vload_head(cols, c0 + q, rest, vec), vload_head(cols, c1 + q, rest, vec)
@@ -229,14 +254,14 @@ def _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, vec):
 
 
 @jit(parallel=True)
-def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial, vec):
+def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial, two, vec):
     """``partial[part, (k*taps + t)*lanes + l] = sum over the part's images b and the pixels
     q = l (mod lanes) of grad_out[b, k, q] * columns_b[t, q]``: the weight gradient (K, C,
     KH, KW) of each part, lane by lane; the caller adds the lanes and the parts in order.
 
     x (N, C, H, W); grad_out (N, K, OH, OW); vec: the vector width
     (:func:`fastcnn._simd.token`). Scratch: xps (parts, C*HP*WP), colss (parts,
-    C*KW*HP*OW) (:func:`_columns`), partial (parts, K*taps*lanes).
+    C*KW*HP*OW) (:func:`_columns`), partial (parts, K*taps*lanes). two: :data:`TWO_BLOCKS`.
 
     Per image, blocks of 8 channels x 3 taps (:func:`_weight_block`: 24 accumulators,
     loaded from and stored to the part's partial sums) run over the vectors of pixels.
@@ -261,7 +286,7 @@ def _grad_weight(x, grad_out, kh, kw, ph, pw, dh, dw, parts, xps, colss, partial
             go = grad_out[b].reshape(-1)
             for k0 in range(0, k, 2 * CHANNELS):
                 for t0 in range(0, taps, TAPS):
-                    _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, vec)
+                    _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, two, vec)
 
 
 @jit(inline="always")
@@ -366,7 +391,8 @@ def forward(x, weight, bias, g, out):
     colss = scratch("few.cols", (parts, g.c * g.kw * stride), x.dtype)
     tails = scratch("few.tail", (parts, CHANNELS * block), x.dtype)
     vec = token(VECTOR_BYTES)
-    _forward(x, weight, bias, g.ph, g.pw, g.dh, g.dw, out, parts, xps, colss, tails, vec)
+    args = (g.ph, g.pw, g.dh, g.dw, out, parts, xps, colss, tails, TWO_BLOCKS, vec)
+    _forward(x, weight, bias, *args)
 
 
 def grad_input(weight, grad_out, g, out):
@@ -393,6 +419,6 @@ def grad_weight(x, grad_out, g, out):
     colss = scratch("few.cols", (parts, g.c * g.kw * hp * g.ow), x.dtype)
     partial = scratch("few.partial", (parts, g.k * taps * lane), x.dtype)
     vec = token(VECTOR_BYTES)
-    args = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial, vec)
+    args = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, parts, xps, colss, partial, TWO_BLOCKS, vec)
     _grad_weight(x, grad_out, *args)
     out.reshape(-1)[:] = sum_parts(partial).reshape(g.k * taps, lane).sum(axis=1)
