@@ -37,7 +37,7 @@ code (an integer literal would send each call through Numba's compiler first).
   of 26 float32 copied 6x faster than by a slice assignment inside a jitted loop, whose
   every call costs ~20 ns (measured: 53k rows, 0.16-0.18 ms against 1.0-1.1);
 - :func:`vadd_run` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] += src[s : s + n]``,
-  whole vectors and one masked one (jitted too);
+  whole vectors and one masked one, or with AVX2 the last elements one by one (jitted too);
 - :func:`centred_sums` ``(a, ma, b, mb, s, n, width)``: ``sum(a - ma)`` and
   ``sum((a - ma) * (b - mb))`` over a run, in an order fixed by the code (jitted too).
 
@@ -407,16 +407,27 @@ def vcopy(src, s, dst, d, n, width):
     vstore(dst, d + last, vload(src, s + last, width))
 
 
+# AVX2's masked store (vmaskmovps) is microcoded on AMD Zen 1: there the last elements of a
+# run are added one at a time (the few-taps col2im of mnist-conv1's input gradient took
+# 0.4-0.5 of its time, the whole 0.87-0.89; the same bits). AVX-512's masked stores are
+# single instructions.
+SCALAR_TAILS = VECTOR_BYTES < 64
+
+
 @jit(inline="always")
-def vadd_run(src, s, dst, d, n, width):
+def vadd_run(src, s, dst, d, n, width, scalar_tail=SCALAR_TAILS):
     """``dst[d : d + n] += src[s : s + n]`` for 1-D C-contiguous arrays of one float dtype:
-    whole vectors, then the last ``n % lanes`` elements in one masked vector. Unchecked like
-    :func:`vload`; the runs must not overlap. Inlined where it is called."""
+    whole vectors, then the last ``n % lanes`` elements in one masked vector, or one by one
+    if ``scalar_tail`` (:data:`SCALAR_TAILS`). Unchecked like :func:`vload`; the runs must
+    not overlap. Inlined where it is called."""
     lane = lanes(src, width)
     whole = n - n % lane
     for i in range(0, whole, lane):
         vstore(dst, d + i, vadd(vload(dst, d + i, width), vload(src, s + i, width)))
-    if whole < n:
+    if scalar_tail:
+        for i in range(whole, n):
+            dst[d + i] += src[s + i]
+    elif whole < n:
         rest = n - whole
         u, v = vload_head(dst, d + whole, rest, width), vload_head(src, s + whole, rest, width)
         vstore_head(dst, d + whole, vadd(u, v), rest)

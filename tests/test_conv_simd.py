@@ -577,6 +577,16 @@ def test_vcopy_copies_exactly_the_run(dtype, nbytes):
 
 
 @jit()
+def _add_run(src, s, dst, d, n, vec, scalar_tail):
+    vadd_run(src, s, dst, d, n, vec, scalar_tail)
+
+
+@jit()
+def _add_run_default(src, s, dst, d, n, vec):
+    vadd_run(src, s, dst, d, n, vec)
+
+
+@jit()
 def _heads(src, s, dst, d, n, vec):
     vstore_head(dst, d, vload_head(src, s, n, vec), n)
 
@@ -585,7 +595,7 @@ def _heads(src, s, dst, d, n, vec):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_masked_loads_stores_and_vadd_run(dtype, nbytes):
     """``vload_head``/``vstore_head`` move the first n lanes and touch nothing else, also at
-    the very end of an array; ``vadd_run`` adds exactly the run."""
+    the very end of an array; ``vadd_run`` adds exactly the run, with either tail."""
     lane = nbytes // np.dtype(dtype).itemsize
     rng = make_rng(31)
     src = randn(rng, 8 * lane, dtype)
@@ -599,11 +609,16 @@ def test_masked_loads_stores_and_vadd_run(dtype, nbytes):
         _heads(src, 2, end, 0, n, token(nbytes))  # into an array of exactly n elements
         np.testing.assert_array_equal(end, src[2 : 2 + n])
     for n in (0, 1, lane - 1, lane, lane + 1, 3 * lane + 2):
-        dst = randn(rng, 8 * lane, dtype)
-        want = dst.copy()
-        want[5 : 5 + n] += src[1 : 1 + n]
-        vadd_run(src, 1, dst, 5, n, token(nbytes))
-        np.testing.assert_array_equal(dst, want)
+        for scalar_tail in (False, True):
+            dst = randn(rng, 8 * lane, dtype)
+            want = dst.copy()
+            want[5 : 5 + n] += src[1 : 1 + n]
+            _add_run(src, 1, dst, 5, n, token(nbytes), scalar_tail)
+            np.testing.assert_array_equal(dst, want)
+        end = randn(rng, n, dtype)  # a run to the very end of dst, the machine's tail
+        want = end + src[:n]
+        _add_run_default(src, 0, end, 0, n, token(nbytes))
+        np.testing.assert_array_equal(end, want)
 
 
 @jit()
