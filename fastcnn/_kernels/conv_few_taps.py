@@ -196,6 +196,12 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, two, 
 
 
 @jit(inline="always")
+def _column_vectors(cols, c0, c1, c2, q, vec):
+    """The vectors of columns ``cols`` at ``c0..c2 + q``."""
+    return vload(cols, c0 + q, vec), vload(cols, c1 + q, vec), vload(cols, c2 + q, vec)
+
+
+@jit(inline="always")
 def _weight_sums(go, acc, g0, g1, g2, g3, q, s0, s1, s2, vec):
     """``acc`` (4 x 3) plus the vectors of ``grad_out`` at ``g0..g3 + q`` times columns
     ``s0..s2``."""
@@ -225,18 +231,15 @@ def _weight_block(go, cols, acc, k, p, whole, k0, t0, taps, coff, row, two, vec)
     d = load_4x3(acc, k4 * row, k5 * row, k6 * row, k7 * row, u0, u1, u2, vec)
     if two:
         for q in range(0, whole, lane):
-            s0, s1 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec)
-            s2 = vload(cols, c2 + q, vec)
+            s0, s1, s2 = _column_vectors(cols, c0, c1, c2, q, vec)
             a = _weight_sums(go, a, g0, g1, g2, g3, q, s0, s1, s2, vec)
             d = _weight_sums(go, d, g4, g5, g6, g7, q, s0, s1, s2, vec)
     else:
         for q in range(0, whole, lane):
-            s0, s1 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec)
-            s2 = vload(cols, c2 + q, vec)
+            s0, s1, s2 = _column_vectors(cols, c0, c1, c2, q, vec)
             a = _weight_sums(go, a, g0, g1, g2, g3, q, s0, s1, s2, vec)
         for q in range(0, whole, lane):
-            s0, s1 = vload(cols, c0 + q, vec), vload(cols, c1 + q, vec)
-            s2 = vload(cols, c2 + q, vec)
+            s0, s1, s2 = _column_vectors(cols, c0, c1, c2, q, vec)
             d = _weight_sums(go, d, g4, g5, g6, g7, q, s0, s1, s2, vec)
     if rest:
         q = whole
