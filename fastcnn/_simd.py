@@ -67,7 +67,7 @@ VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
 REGISTERS = 32 if VECTOR_BYTES == 64 else 16  # vector registers: AVX-512 has 32, AVX2 16
 # Twice the native width where there are 32 vector registers (AVX-512): a register block
 # of 6 x 2 such vectors is 24 native accumulators. AVX2's 16 registers would not hold it.
-WIDE_BYTES = 2 * VECTOR_BYTES if VECTOR_BYTES == 64 else VECTOR_BYTES
+WIDE_BYTES = 2 * VECTOR_BYTES if REGISTERS >= 32 else VECTOR_BYTES
 
 
 WIDTHS = (16, 32, 64, 128)  # the vector sizes in bytes that the intrinsics accept
