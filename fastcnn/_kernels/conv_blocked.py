@@ -580,7 +580,7 @@ def pairs_fit(nbytes: int) -> bool:
     """Whether the forward and the scatter form run two blocks side by side (24
     accumulators) on vectors of ``nbytes``: with :data:`PAIRS`, where 32 registers hold
     them (AVX-512, native or narrower vectors), and on AVX2's 16-byte vectors, whose 24
-    accumulators do not fit its 16 registers but took 0.91-1.01 of the time of single
+    accumulators do not fit its 16 registers but took 0.91-1.04 of the time of single
     blocks (8 channels, forward and scatter form, 1 and 2 threads; AMD Zen 1)."""
     return PAIRS and 2 * nbytes <= WIDE_BYTES
 

@@ -66,8 +66,9 @@ CHANNELS = 4  # output channels per block (forward and weight gradient)
 TAPS = 3  # taps per block of the weight gradient
 # The forward's pairs of blocks and the weight gradient's 8 x 3 blocks hold 24 accumulators:
 # with AVX2's 16 registers they spilled, and one block at a time (the weight gradient's two
-# halves in turn) took 0.63-0.94 of the time (mnist-conv1, 3 to 16 channels on 32x32, and
-# 1 to 8 on 28x28; 1 and 2 threads, old and new code in one process; AMD Zen 1; same bits).
+# halves in turn) took 0.63-0.90 and 0.65-0.94 of the time at two threads, the weight
+# gradient 0.73-0.83 at one (mnist-conv1, 1 to 16 channels; old and new code in one
+# process; AMD Zen 1; the same bits).
 TWO_BLOCKS = REGISTERS >= 32
 
 
@@ -178,21 +179,19 @@ def _forward(x, weight, bias, ph, pw, dh, dw, y, parts, xps, colss, tails, two, 
                     _two_blocks(
                         cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, yf, o0, o1, o2, o3, vec
                     )
-                for q0 in range(pairs, p, block):
+                # Whole blocks straight to y, the short last one through tail: 0.78-0.89 of
+                # the time of a loop that chose each block's destination (Zen 1, blocks alone).
+                whole = p // block * block
+                for q0 in range(pairs, whole, block):
                     acc = _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, vec)
-                    full = q0 + block <= p
-                    # A whole block goes straight to y; the last, short one through tail.
-                    dst = yf if full else tail
-                    o0 = (b * k + k0) * p + q0 if full else 0
-                    o1 = (b * k + k1) * p + q0 if full else block
-                    o2 = (b * k + k2) * p + q0 if full else 2 * block
-                    o3 = (b * k + k3) * p + q0 if full else 3 * block
-                    store_4x3(dst, o0, o1, o2, o3, 0, lane, 2 * lane, acc)
-                    if not full:
-                        count = p - q0
-                        for i, ki in enumerate((k0, k1, k2, k3)):
-                            start = (b * k + ki) * p + q0
-                            vcopy(tail, i * block, yf, start, count, vec)
+                    o0, o1 = (b * k + k0) * p + q0, (b * k + k1) * p + q0
+                    o2, o3 = (b * k + k2) * p + q0, (b * k + k3) * p + q0
+                    store_4x3(yf, o0, o1, o2, o3, 0, lane, 2 * lane, acc)
+                if whole < p:  # the last, short one through tail
+                    acc = _one_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, whole, vec)
+                    store_4x3(tail, 0, block, 2 * block, 3 * block, 0, lane, 2 * lane, acc)
+                    for i, ki in enumerate((k0, k1, k2, k3)):
+                        vcopy(tail, i * block, yf, (b * k + ki) * p + whole, p - whole, vec)
 
 
 @jit(inline="always")
