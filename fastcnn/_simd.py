@@ -19,6 +19,10 @@ code (an integer literal would send each call through Numba's compiler first).
   for the first ``n`` lanes only (``0 <= n <= lanes``; masked: nothing past ``a[i + n]`` is
   read or written, the other lanes load as zeros);
 - :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
+- :func:`load` ``(a, i)``: the scalar ``a[i]`` of a 1-D C-contiguous array of any number
+  type, unchecked and with no negative-index wraparound (``a[i]`` with a signed ``i`` costs
+  a sign test and keeps the array's length in a register: in a loop that reads a table of
+  offsets per pixel, a register the accumulators may need);
 - :func:`vfill` ``(a, value, width)``: ``value``, cast to ``a``'s dtype, in every lane;
 - :func:`vadd` ``(u, v)`` / :func:`vsub` ``(u, v)``: ``u + v`` / ``u - v`` lane by lane;
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
@@ -134,6 +138,19 @@ def vzero(typingctx, a, width):
         return ir.Constant(context.get_value_type(vec), None)  # zeroinitializer
 
     return vec(a, width), codegen
+
+
+@intrinsic
+def load(typingctx, a, i):
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
+        raise TypeError(f"load: needs a 1-D C-contiguous array, got {a}")
+    if not isinstance(i, types.Integer):
+        raise TypeError(f"load: needs an integer index, got {i}")
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1]))
+
+    return a.dtype(a, i), codegen
 
 
 @intrinsic

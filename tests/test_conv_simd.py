@@ -31,6 +31,7 @@ from fastcnn._simd import (
     WIDTHS,
     centred_sums,
     lanes,
+    load,
     token,
     vadd,
     vadd_run,
@@ -537,6 +538,23 @@ def test_simd_intrinsics(dtype, nbytes):
     _axpy_blocks(a, x, y, out, token(nbytes))
     want = a[0] * x + y
     np.testing.assert_array_equal(out, want)
+
+
+@jit()
+def _gather(a, idx):
+    out = np.empty(idx.size, a.dtype)
+    for i in range(idx.size):
+        out[i] = load(a, idx[i])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [*DTYPES, np.int64, np.uint8])
+def test_load_reads_one_element_of_any_number_type(dtype):
+    a = (np.arange(7) * 3).astype(dtype)
+    idx = np.array([6, 0, 3, 3], np.int64)
+    np.testing.assert_array_equal(_gather(a, idx), a[idx])
+    with pytest.raises(TypeError, match="1-D C-contiguous"):
+        _gather(a.reshape(1, 7), idx)
 
 
 @jit()
