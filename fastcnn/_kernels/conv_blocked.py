@@ -235,13 +235,14 @@ def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
     b0, b1, b2, b3, b4, b5 = pixels
     for k0 in range(0, k, 2 * lane):
         acc = _block_start(bias, dst, o, k0, resume, vec)
+        w = r0 * k + k0
         for r in range(r0, r1):
-            off = toff[r]
-            w0 = vload(wt, r * k + k0, vec)
-            w1 = vload(wt, r * k + k0 + lane, vec)
+            off = load(toff, r)
+            w0, w1 = vload(wt, w, vec), vload(wt, w + lane, vec)
             acc = fma_6x2(
                 acc, xb, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off, b5 + off, w0, w1, vec
             )
+            w += k
         _block_store(dst, o, k0, k, acc, vec)
 
 
@@ -437,6 +438,23 @@ def _add_pixels(buf, bases, q, c, d, acc, vec):
 
 
 @jit(inline="always")
+def _channel_sums(go, wt, o, c, p, q0, q1, q2, q3, q4, q5, k, vec):
+    """One block of :func:`_grad_input`: the sums over the K channels of grad_out ``go``
+    (K*P,) at pixels ``q0..q5`` times the 2 vectors of ``wt`` from ``o``, ``c`` on per
+    channel (a helper, with indices stepped, for the reason given at :func:`_tap_sums`)."""
+    lane = lanes(wt, vec)
+    u = vzero(wt, vec)
+    acc = (u, u, u, u, u, u, u, u, u, u, u, u)
+    g = 0
+    for _ in range(k):
+        w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
+        acc = fma_6x2(acc, go, g + q0, g + q1, g + q2, g + q3, g + q4, g + q5, w0, w1, vec)
+        o += c
+        g += p
+    return acc
+
+
+@jit(inline="always")
 def _scatter_pair(go, wt, bases, p0, t, k, c, c0, d, buf, vec):
     """Two whole blocks of :func:`_grad_input` side by side: the sums over the K channels of
     pixels ``p0 .. p0 + 11`` of one image's grad_out ``go`` (K*P,) at tap ``t``, for the
@@ -448,11 +466,13 @@ def _scatter_pair(go, wt, bases, p0, t, k, c, c0, d, buf, vec):
     u = vzero(wt, vec)
     acc = (u, u, u, u, u, u, u, u, u, u, u, u)
     more = acc
-    for kk in range(k):
-        o, g = (t * k + kk) * c + c0, kk * p + p0
+    o, g = t * k * c + c0, p0
+    for _ in range(k):
         w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
         acc = fma_6x2(acc, go, g, g + 1, g + 2, g + 3, g + 4, g + 5, w0, w1, vec)
         more = fma_6x2(more, go, g + 6, g + 7, g + 8, g + 9, g + 10, g + 11, w0, w1, vec)
+        o += c
+        g += p
     _add_pixels(buf, bases, p0, c, d, acc, vec)
     _add_pixels(buf, bases, p0 + PIXELS, c, d, more, vec)
 
@@ -502,15 +522,12 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, pai
                 count = min(PIXELS, p - p0)
                 for t in range(taps):
                     for c0 in range(0, c, width):
-                        u = vzero(wt, vec)
-                        acc = (u, u, u, u, u, u, u, u, u, u, u, u)
-                        for kk in range(k):
-                            o, g = (t * k + kk) * c + c0, kk * p
-                            w0, w1 = vload(wt, o, vec), vload(wt, o + lane, vec)
-                            acc = fma_6x2(
-                                acc, go, g + q0, g + q1, g + q2, g + q3, g + q4, g + q5, w0, w1,
-                                vec,
-                            )  # fmt: skip
+                        o = t * k * c + c0
+                        if count == PIXELS:  # consecutive: fixed offsets from p0
+                            acc = _channel_sums(go, wt, o, c, p, p0, p0 + 1, p0 + 2, p0 + 3,
+                                                p0 + 4, p0 + 5, k, vec)  # fmt: skip
+                        else:
+                            acc = _channel_sums(go, wt, o, c, p, q0, q1, q2, q3, q4, q5, k, vec)
                         d = toff[t] * c + c0
                         if count == PIXELS:  # straight from the registers (measured 8% faster)
                             _add_pixels(buf, bases, p0, c, d, acc, vec)
