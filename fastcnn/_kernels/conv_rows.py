@@ -168,6 +168,20 @@ def _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, y, parts, xps, t
                         vcopy(tmp, s, yb, (kk * oh + oy) * ow, ow, vec)
 
 
+@jit(inline="always")
+def _wrapped_sums(xp, go, acc, s0, s1, s2, g0, g1, g2, g3, stride, vec):
+    """A block of :func:`_grad_weight`: ``acc`` (4 x 3) plus grad_out rows at ``g0..g3``
+    times padded planes at ``s0..s2``, over the ``stride`` wrapped pixels (a helper, for the
+    reason given at :func:`fastcnn._kernels.conv_blocked._tap_sums`)."""
+    lane = lanes(go, vec)
+    for q in range(0, stride, lane):
+        c0, c1, c2 = vload(xp, s0 + q, vec), vload(xp, s1 + q, vec), vload(xp, s2 + q, vec)
+        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
+        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
+        acc = fma_4x3(acc, v0, v1, v2, v3, c0, c1, c2)
+    return acc
+
+
 @jit(parallel=True)
 def _grad_weight(x, grad_out, toff, wp, ph, pw, parts, xps, gos, partial, vec):
     """``partial[part, (k*taps + t)*lanes + l] = sum over the part's images b and the wrapped
@@ -213,13 +227,7 @@ def _grad_weight(x, grad_out, toff, wp, ph, pw, parts, xps, gos, partial, vec):
                     s0, s1, s2 = toff[t0], toff[t1], toff[t2]
                     u0, u1, u2 = t0 * lane, t1 * lane, t2 * lane
                     a = load_4x3(acc, h0, h1, h2, h3, u0, u1, u2, vec)
-                    for q in range(0, stride, lane):
-                        c0 = vload(xp, s0 + q, vec)
-                        c1 = vload(xp, s1 + q, vec)
-                        c2 = vload(xp, s2 + q, vec)
-                        v0, v1 = vload(go, g0 + q, vec), vload(go, g1 + q, vec)
-                        v2, v3 = vload(go, g2 + q, vec), vload(go, g3 + q, vec)
-                        a = fma_4x3(a, v0, v1, v2, v3, c0, c1, c2)
+                    a = _wrapped_sums(xp, go, a, s0, s1, s2, g0, g1, g2, g3, stride, vec)
                     store_4x3(acc, h0, h1, h2, h3, u0, u1, u2, a)
 
 
