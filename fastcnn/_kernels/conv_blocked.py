@@ -190,6 +190,31 @@ def pixel_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> np.ndarray:
 
 
 @jit(inline="always")
+def _block_sums(acc, xb, table, i0, i1, offsets, src, s, step, vec):
+    """The reduction loop of a 6 x 2 block: ``acc`` plus, for each ``i`` in ``i0..i1``, the
+    2 vectors at ``src[s + (i - i0)*step]`` times the 6 pixels ``xb[table[i] + offsets[p]]``.
+    The forward runs it over taps (``table`` the taps' offsets, ``offsets`` the block's
+    pixels, ``src`` the weight), the weight gradient over pixels (the pixels' offsets, the
+    block's taps, the transposed grad_out).
+
+    A helper of its own, reading ``table`` with :func:`fastcnn._simd.load` and stepping
+    ``s``, because LLVM kept the 12 accumulators in registers only so on AVX2's 16: the
+    weight gradient's loop, written out in its kernel's loop nest, spilled 11 vectors every
+    two pixels (asm read), and with ``bases[q]`` and ``q*K + k0`` per pixel the kernel took
+    2.2-2.7x the time (mnist-conv2, cifar-16x32, cifar-64x64; 1 and 2 threads, old and new
+    code in one process; AMD Zen 3; the same bits); the forward 1.03-1.14x.
+    """
+    lane = lanes(src, vec)
+    p0, p1, p2, p3, p4, p5 = offsets
+    for i in range(i0, i1):
+        t = load(table, i)
+        u, v = vload(src, s, vec), vload(src, s + lane, vec)
+        acc = fma_6x2(acc, xb, t + p0, t + p1, t + p2, t + p3, t + p4, t + p5, u, v, vec)
+        s += step
+    return acc
+
+
+@jit(inline="always")
 def _one_pixel(xp, wt, bias, toff, base, r_first, r_end, dst, o, vec):
     """One output pixel of :func:`_forward` (padded offset ``base``), every channel block
     over taps ``r_first..r_end`` in order, as in a block (the same bits), to ``dst[o]``."""
@@ -232,17 +257,9 @@ def _block(xb, wt, bias, toff, pixels, r0, r1, resume, dst, o, vec):
     (pixel-major, K apart) if ``resume``, else from the bias; the sums back to ``dst[o]``."""
     k = bias.size
     lane = lanes(wt, vec)
-    b0, b1, b2, b3, b4, b5 = pixels
     for k0 in range(0, k, 2 * lane):
         acc = _block_start(bias, dst, o, k0, resume, vec)
-        w = r0 * k + k0
-        for r in range(r0, r1):
-            off = load(toff, r)
-            w0, w1 = vload(wt, w, vec), vload(wt, w + lane, vec)
-            acc = fma_6x2(
-                acc, xb, b0 + off, b1 + off, b2 + off, b3 + off, b4 + off, b5 + off, w0, w1, vec
-            )
-            w += k
+        acc = _block_sums(acc, xb, toff, r0, r1, pixels, wt, r0 * k + k0, k, vec)
         _block_store(dst, o, k0, k, acc, vec)
 
 
@@ -354,30 +371,6 @@ def _forward(src, wt, bias, toff, bases, first, end, ph, pw, y, parts, xps, band
                         vstore_rows(yf, (b * k + k0) * p + q0, p, cols, count)
 
 
-@jit(inline="always")
-def _tap_sums(acc, xb, go, bases, q0, q1, k, k0, t0, t1, t2, t3, t4, t5, vec):
-    """A block of :func:`_grad_weight` over pixels ``q0..q1``: ``acc`` plus, for each pixel
-    ``q``, the 2 vectors of ``go[q*K + k0 :]`` times the 6 pixels ``xb[bases[q] + t_i]``.
-
-    A helper of its own because LLVM kept this loop's 12 accumulators in registers only so:
-    written out in the kernel's loop nest, with the same statements, it spilled 11 vectors
-    every two pixels on AVX2's 16 registers (asm read; the kernel 1.85-1.9x this one's
-    time). With ``bases[q]`` and ``q*K + k0`` per pixel as well, the kernel had taken
-    2.2-2.7x this one's time (mnist-conv2, cifar-16x32, cifar-64x64 shapes; 1 and 2
-    threads, old and new code in one process; AMD Zen 3; the same bits).
-    """
-    lane = lanes(go, vec)
-    g = q0 * k + k0
-    for q in range(q0, q1):
-        base = load(bases, q)
-        g0, g1 = vload(go, g, vec), vload(go, g + lane, vec)
-        acc = fma_6x2(
-            acc, xb, base + t0, base + t1, base + t2, base + t3, base + t4, base + t5, g0, g1, vec
-        )
-        g += k
-    return acc
-
-
 @jit(parallel=True)
 def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec):
     """``partial[part, r, k] = sum over the part's images b and pixels q of
@@ -424,7 +417,8 @@ def _grad_weight(x, grad_out, toff, bases, ph, pw, parts, xps, gos, partial, vec
                         o0, o1, o2 = r0 * k + k0, r1 * k + k0, r2 * k + k0
                         o3, o4, o5 = r3 * k + k0, r4 * k + k0, r5 * k + k0
                         a = load_6x2(acc, o0, o1, o2, o3, o4, o5, vec)
-                        a = _tap_sums(a, xb, go, bases, q0, q1, k, k0, t0, t1, t2, t3, t4, t5, vec)
+                        taps6 = (t0, t1, t2, t3, t4, t5)
+                        a = _block_sums(a, xb, bases, q0, q1, taps6, go, q0 * k + k0, k, vec)
                         store_6x2(acc, o0, o1, o2, o3, o4, o5, a, vec)
 
 
@@ -441,7 +435,7 @@ def _add_pixels(buf, bases, q, c, d, acc, vec):
 def _channel_sums(go, wt, o, c, p, q0, q1, q2, q3, q4, q5, k, vec):
     """One block of :func:`_grad_input`: the sums over the K channels of grad_out ``go``
     (K*P,) at pixels ``q0..q5`` times the 2 vectors of ``wt`` from ``o``, ``c`` on per
-    channel (a helper, with indices stepped, for the reason given at :func:`_tap_sums`)."""
+    channel (a helper, with indices stepped, for the reason given at :func:`_block_sums`)."""
     lane = lanes(wt, vec)
     u = vzero(wt, vec)
     acc = (u, u, u, u, u, u, u, u, u, u, u, u)

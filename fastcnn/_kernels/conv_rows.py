@@ -172,7 +172,7 @@ def _forward(src, wt, bias, toff, first, end, wp, ph, pw, band, y, parts, xps, t
 def _wrapped_sums(xp, go, acc, s0, s1, s2, g0, g1, g2, g3, stride, vec):
     """A block of :func:`_grad_weight`: ``acc`` (4 x 3) plus grad_out rows at ``g0..g3``
     times padded planes at ``s0..s2``, over the ``stride`` wrapped pixels (a helper, for the
-    reason given at :func:`fastcnn._kernels.conv_blocked._tap_sums`)."""
+    reason given at :func:`fastcnn._kernels.conv_blocked._block_sums`)."""
     lane = lanes(go, vec)
     for q in range(0, stride, lane):
         c0, c1, c2 = vload(xp, s0 + q, vec), vload(xp, s1 + q, vec), vload(xp, s2 + q, vec)
