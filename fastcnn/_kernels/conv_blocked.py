@@ -516,16 +516,15 @@ def _grad_input(grad_out, wt, bases, toff, ph, pw, out, parts, bufs, blocks, pai
                 count = min(PIXELS, p - p0)
                 for t in range(taps):
                     for c0 in range(0, c, width):
-                        o = t * k * c + c0
-                        if count == PIXELS:  # consecutive: fixed offsets from p0
+                        o, d = t * k * c + c0, toff[t] * c + c0
+                        # A whole block's pixels are consecutive, broadcast at fixed offsets
+                        # from p0, and it adds straight from the registers (measured 8% faster).
+                        if count == PIXELS:
                             acc = _channel_sums(go, wt, o, c, p, p0, p0 + 1, p0 + 2, p0 + 3,
                                                 p0 + 4, p0 + 5, k, vec)  # fmt: skip
-                        else:
-                            acc = _channel_sums(go, wt, o, c, p, q0, q1, q2, q3, q4, q5, k, vec)
-                        d = toff[t] * c + c0
-                        if count == PIXELS:  # straight from the registers (measured 8% faster)
                             _add_pixels(buf, bases, p0, c, d, acc, vec)
                             continue
+                        acc = _channel_sums(go, wt, o, c, p, q0, q1, q2, q3, q4, q5, k, vec)
                         store_6x2(
                             blk, 0, width, 2 * width, 3 * width, 4 * width, 5 * width, acc, vec
                         )
