@@ -24,6 +24,8 @@ import math
 import numpy as np
 
 from fastcnn._checks import as_float
+from fastcnn._kernels import optim as kernels
+from fastcnn._threads import guard
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -84,8 +86,9 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter in place from its ``.grad``; increments ``steps``."""
         self.steps += 1
-        for i, p in enumerate(self.params):
-            self._update(i, p.data, p.grad)
+        with guard():
+            for i, p in enumerate(self.params):
+                self._update(i, p.data, p.grad)
 
     def state_dict(self) -> dict:
         """Return ``{"kind", "hyper", "steps", "buffers"}``; arrays are copies."""
@@ -173,6 +176,15 @@ class Optimizer:
         raise NotImplementedError
 
 
+def _flat_kernel_takes(*arrays) -> bool:
+    """Whether the one-pass kernels take these arrays: C-contiguous float32 or float64
+    (a parameter may be any float array; others take the NumPy ufunc path)."""
+    return arrays[0].dtype in _KERNEL_DTYPES and all(a.flags.c_contiguous for a in arrays)
+
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov, L2 decay.
 
@@ -224,6 +236,13 @@ class SGD(Optimizer):
         }
 
     def _update(self, i, data, grad) -> None:
+        buf = self.buffers["momentum_buffer"][i] if self.momentum != 0 else grad
+        if _flat_kernel_takes(data, grad, buf):
+            kernels.sgd(
+                data.reshape(-1), grad.reshape(-1), buf.reshape(-1), self.lr, self.momentum,
+                self.dampening, self.weight_decay, self.nesterov, self.steps == 1,
+            )  # fmt: skip
+            return
         s0, s1 = self._scratch[0][i], self._scratch[1][i]
         d = grad
         if self.weight_decay != 0:

@@ -42,9 +42,19 @@ CONFIGS = [
 DTYPES = [pytest.param(np.dtype(t), id=np.dtype(t).name) for t in (np.float32, np.float64)]
 
 
-def _params(dtype, seed=0):
+def _params(dtype, seed=0, strided=False):
+    """Parameters of SHAPES; ``strided``: each ``data`` is every other element of a wider
+    array (not contiguous: SGD's NumPy path rather than its one-pass kernel)."""
     rng = np.random.default_rng(seed)
-    return [Parameter(rng.standard_normal(s).astype(dtype)) for s in SHAPES]
+    params = []
+    for shape in SHAPES:
+        values = rng.standard_normal(shape).astype(dtype)
+        if strided:
+            view = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)[..., ::2]
+            view[...] = values
+            values = view
+        params.append(Parameter(values))
+    return params
 
 
 def _grads(dtype, steps, seed=1):
@@ -59,12 +69,14 @@ def _run(opt, params, grads):
         opt.step()
 
 
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("kind", "hyper"), CONFIGS)
-def test_matches_torch_optim(kind, hyper, dtype):
+def test_matches_torch_optim(kind, hyper, dtype, strided):
     """Five steps with the same gradients leave the same parameters as torch.optim."""
     torch = pytest.importorskip("torch")
-    params = _params(dtype)
+    params = _params(dtype, strided=strided)
+    assert all(p.data.flags.c_contiguous != strided for p in params)
     tparams = [torch.tensor(p.data.copy(), requires_grad=True) for p in params]
     opt = getattr(fastcnn.optim, kind)(params, **hyper)
     topt = getattr(torch.optim, kind)(tparams, **hyper)
@@ -141,6 +153,32 @@ def test_sgd_first_momentum_step_is_plain_sgd():
     opt.step()
     np.testing.assert_allclose(p.data, [0.95, 2.1], rtol=1e-15)
     np.testing.assert_array_equal(opt.buffers["momentum_buffer"][0], [0.5, -1.0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("kind", "hyper"), [c for c in CONFIGS if c.values[0] == "SGD"])
+def test_sgd_kernel_matches_numpy_path(kind, hyper, dtype):
+    """SGD's one-pass kernel (contiguous parameters) and its NumPy ufuncs (strided ones)
+    agree over five steps, up to the rounding of the products the kernel fuses."""
+    runs = []
+    for strided in (False, True):
+        params = _params(dtype, strided=strided)
+        _run(SGD(params, **hyper), params, _grads(dtype, 5))
+        runs.append(params)
+    for a, b in zip(*runs, strict=True):
+        assert_close(a.data, b.data, dtype, **TORCH_TOL[dtype])
+
+
+def test_sgd_momentum_by_hand():
+    """Two momentum steps worked by hand: b1 = g1, b2 = 0.9 b1 + g2, p -= 0.1 b."""
+    (p,) = params = [Parameter(np.array([1.0, -2.0]))]
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    p.grad[:] = [1.0, 2.0]
+    opt.step()  # b = [1, 2]; p = [0.9, -2.2]
+    p.grad[:] = [-1.0, 0.5]
+    opt.step()  # b = [0.9 - 1, 1.8 + 0.5] = [-0.1, 2.3]; p = [0.91, -2.43]
+    np.testing.assert_allclose(opt.buffers["momentum_buffer"][0], [-0.1, 2.3], rtol=1e-14)
+    np.testing.assert_allclose(p.data, [0.91, -2.43], rtol=1e-14)
 
 
 def test_state_dict_format():
