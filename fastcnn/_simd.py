@@ -18,6 +18,9 @@ code (an integer literal would send each call through Numba's compiler first).
 - :func:`vload_head` ``(a, i, n, width)`` / :func:`vstore_head` ``(a, i, v, n)``: the same
   for the first ``n`` lanes only (``0 <= n <= lanes``; masked: nothing past ``a[i + n]`` is
   read or written, the other lanes load as zeros);
+- :func:`vstore_offsets_head` ``(a, i, v, n, base, step)``: ``a[i + k] = base + k*step +
+  int(v[k])`` for the first ``n`` lanes of ``v`` (``0 <= n <= lanes``), into an integer
+  array (masked; ``v``'s floats truncated toward zero): indices from per-lane offsets;
 - :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
 - :func:`load` ``(a, i)``: the scalar ``a[i]`` of a 1-D C-contiguous array of any number
   type, unchecked and with no negative-index wraparound (``a[i]`` with a signed ``i`` costs
@@ -27,6 +30,11 @@ code (an integer literal would send each call through Numba's compiler first).
 - :func:`vadd` ``(u, v)`` / :func:`vsub` ``(u, v)``: ``u + v`` / ``u - v`` lane by lane;
 - :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
   inf as in ``a * b + c``);
+- :func:`vdeinterleave` ``(u, v)``: the even and the odd elements of ``u`` followed by
+  ``v``, as two vectors (two-vector shuffles);
+- :func:`vkeep_max` ``(m, cm, v, cv)``: ``(v, cv)`` in the lanes where ``v > m`` or ``v``
+  is NaN, else ``(m, cm)``: one step of a running maximum ``m`` with a tag ``cm``
+  (max-pooling's test: a later value wins only if larger, and a NaN always wins);
 - :func:`vload_rows` ``(a, i, stride, width)``: the tuple of ``lanes`` vectors at
   ``a[i + r*stride]`` (unchecked), the rows of a square tile; :func:`vstore_rows`
   ``(a, i, stride, rows, n)`` stores them back, the first ``n`` lanes of each
@@ -190,11 +198,12 @@ def _head_mask(builder, n, count):
     return builder.icmp_signed("<", ir.Constant(index, list(range(count))), splat)
 
 
-def _masked_store(builder, value, vptr, mask, bitwidth):
-    """LLVM IR: store the lanes of ``value`` that ``mask`` selects at ``vptr``."""
+def _masked_store(builder, value, vptr, mask, bitwidth, kind="f"):
+    """LLVM IR: store the lanes of ``value`` that ``mask`` selects at ``vptr`` (``kind``
+    ``"f"``: float lanes, ``"i"``: integer lanes)."""
     align = ir.Constant(ir.IntType(32), bitwidth // 8)
     fnty = ir.FunctionType(ir.VoidType(), [value.type, vptr.type, align.type, mask.type])
-    name = f"llvm.masked.store.v{value.type.count}f{bitwidth}.p0"
+    name = f"llvm.masked.store.v{value.type.count}{kind}{bitwidth}.p0"
     store = cgutils.get_or_insert_function(builder.module, fnty, name)
     builder.call(store, [value, vptr, align, mask])
 
@@ -245,12 +254,43 @@ def vstore_head(typingctx, a, i, v, n):
     return types.none(a, i, v, n), codegen
 
 
+@intrinsic
+def vstore_offsets_head(typingctx, a, i, v, n, base, step):
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
+        raise TypeError(f"vstore_offsets_head: needs a 1-D C-contiguous array, got {a}")
+    if not (isinstance(a.dtype, types.Integer) and isinstance(v, Vector)):
+        raise TypeError(f"vstore_offsets_head: needs an integer array and a vector, got {a}, {v}")
+
+    def codegen(context, builder, sig, args):
+        itype = context.get_value_type(a.dtype)
+        vtype = ir.VectorType(itype, v.lanes)
+        start, stride = (context.cast(builder, args[k], sig.args[k], a.dtype) for k in (4, 5))
+        ramp = builder.mul(
+            ir.Constant(vtype, list(range(v.lanes))), _splat_ir(builder, vtype, stride)
+        )
+        value = builder.add(
+            builder.add(_splat_ir(builder, vtype, start), ramp), builder.fptosi(args[2], vtype)
+        )
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        vptr = builder.bitcast(ptr, vtype.as_pointer())
+        count = context.cast(builder, args[3], sig.args[3], types.intp)
+        mask = _head_mask(builder, count, v.lanes)
+        _masked_store(builder, value, vptr, mask, a.dtype.bitwidth, "i")
+        return context.get_dummy_value()
+
+    return types.none(a, i, v, n, base, step), codegen
+
+
+def _splat_ir(builder, vtype, scalar):
+    """LLVM IR: ``scalar`` in every lane of the LLVM vector type ``vtype``."""
+    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, cgutils.int32_t(0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vtype.count), [0] * vtype.count)
+    return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
+
+
 def _splat(context, builder, vec, scalar):
     """LLVM IR: ``scalar`` in every lane of a ``vec`` (insert into lane 0, then shuffle)."""
-    vtype = context.get_value_type(vec)
-    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, cgutils.int32_t(0))
-    mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
-    return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined), mask)
+    return _splat_ir(builder, context.get_value_type(vec), scalar)
 
 
 @intrinsic
@@ -307,6 +347,36 @@ def vfma(typingctx, a, b, c):
         return builder.call(fma, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def vdeinterleave(typingctx, u, v):
+    if not (isinstance(u, Vector) and u == v):
+        raise TypeError(f"vdeinterleave: needs two vectors of one type, got {u}, {v}")
+    n = u.lanes
+
+    def codegen(context, builder, sig, args):
+        halves = []
+        for first in (0, 1):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(first, 2 * n, 2)))
+            halves.append(builder.shuffle_vector(args[0], args[1], mask))
+        return context.make_tuple(builder, sig.return_type, halves)
+
+    return types.UniTuple(u, 2)(u, v), codegen
+
+
+@intrinsic
+def vkeep_max(typingctx, m, cm, v, cv):
+    if not (isinstance(m, Vector) and m == cm == v == cv):
+        raise TypeError(f"vkeep_max: needs four vectors of one type, got {m}, {cm}, {v}, {cv}")
+
+    def codegen(context, builder, sig, args):
+        m_, cm_, v_, cv_ = args
+        take = builder.or_(builder.fcmp_ordered(">", v_, m_), builder.fcmp_unordered("uno", v_, v_))
+        picked = [builder.select(take, v_, m_), builder.select(take, cv_, cm_)]
+        return context.make_tuple(builder, sig.return_type, picked)
+
+    return types.UniTuple(m, 2)(m, cm, v, cv), codegen
 
 
 @intrinsic

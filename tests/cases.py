@@ -189,6 +189,9 @@ POOL_CASES = [
     pytest.param(_pool((2, 2, 7, 7), 3, stride=1, values="ties"), id="ties-overlap"),
     pytest.param(_pool((2, 2, 7, 6), 3, stride=2, padding=1, values="ties"), id="ties-padding"),
     pytest.param(_pool((4, 8, 26, 26), 2), id="mnist-like"),
+    # rows of 35 outputs: whole SIMD vectors of them and a part one, in float32 and float64
+    pytest.param(_pool((1, 3, 5, 71), 2), id="2x2-wide-rows"),
+    pytest.param(_pool((1, 2, 9, 70), 2, values="ties"), id="ties-2x2-wide-rows"),
     pytest.param(_pool((0, 2, 6, 6), 2), id="empty-batch"),
 ]
 

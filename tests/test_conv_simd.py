@@ -37,13 +37,16 @@ from fastcnn._simd import (
     vadd_run,
     vbroadcast,
     vcopy,
+    vdeinterleave,
     vfill,
     vfma,
+    vkeep_max,
     vload,
     vload_head,
     vload_rows,
     vstore,
     vstore_head,
+    vstore_offsets_head,
     vstore_rows,
     vsub,
     vsum,
@@ -555,6 +558,62 @@ def test_load_reads_one_element_of_any_number_type(dtype):
     np.testing.assert_array_equal(_gather(a, idx), a[idx])
     with pytest.raises(TypeError, match="1-D C-contiguous"):
         _gather(a.reshape(1, 7), idx)
+
+
+@jit()
+def _deinterleave_and_keep_max(a, b, vec):
+    """Evens and odds of a[:2*lanes], and the running maximum over the rows of b (lanes
+    wide) tagged with the row number."""
+    lane = lanes(a, vec)
+    evens, odds = vdeinterleave(vload(a, 0, vec), vload(a, lane, vec))
+    m, tag = vload(b, 0, vec), vzero(b, vec)
+    for r in range(1, b.size // lane):
+        m, tag = vkeep_max(m, tag, vload(b, r * lane, vec), vfill(b, r, vec))
+    out = np.empty(4 * lane, a.dtype)
+    for k, v in enumerate((evens, odds, m, tag)):
+        vstore(out, k * lane, v)
+    return out.reshape(4, lane)
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in WIDTHS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vdeinterleave_and_vkeep_max(dtype, nbytes):
+    """vkeep_max keeps the first maximum unless a later value is a NaN (the last NaN
+    wins), as the scalar test of the pooling kernels."""
+    lane = nbytes // np.dtype(dtype).itemsize
+    a = np.arange(2 * lane, dtype=dtype)
+    b = make_rng(14).integers(0, 3, (4, lane)).astype(dtype)  # ties everywhere
+    specials = [[np.nan, 0, 1, np.nan], [0, 1, np.nan, 1], [np.nan, 0, 0, 2], [1, 7, 7, -np.inf]]
+    for j, column in enumerate(specials[:lane]):  # the last NaN wins, else the first max
+        b[:, j] = column
+    got = _deinterleave_and_keep_max(a, b.reshape(-1), token(nbytes))
+    np.testing.assert_array_equal(got[0], a[0::2])
+    np.testing.assert_array_equal(got[1], a[1::2])
+    want_m, want_tag = b[0].copy(), np.zeros(lane, dtype)
+    for r in range(1, 4):
+        take = (b[r] > want_m) | np.isnan(b[r])
+        want_m, want_tag = np.where(take, b[r], want_m), np.where(take, r, want_tag)
+    np.testing.assert_array_equal(got[2], want_m)
+    np.testing.assert_array_equal(got[3], want_tag)
+    np.testing.assert_array_equal(got[3, :4], [3, 2, 0, 1][:lane])
+
+
+@jit()
+def _offsets(out, offsets, n, base, step, vec):
+    vstore_offsets_head(out, 1, vload(offsets, 0, vec), n, base, step)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vstore_offsets_head_writes_only_its_lanes(dtype, index_dtype):
+    lane = VECTOR_BYTES // np.dtype(dtype).itemsize
+    offsets = np.arange(lane, dtype=dtype) % 3 * 100
+    for n in (0, 1, lane - 1, lane):
+        out = np.full(lane + 2, -1, index_dtype)
+        _offsets(out, offsets, n, 7, 2, token(VECTOR_BYTES))
+        want = np.full(lane + 2, -1, index_dtype)
+        want[1 : 1 + n] = 7 + 2 * np.arange(n) + offsets[:n].astype(index_dtype)
+        np.testing.assert_array_equal(out, want)
 
 
 @jit()

@@ -8,10 +8,23 @@ and a NaN wins its window (the last NaN if several, as torch's CPU kernel and th
 reference).
 """
 
+import numba
 import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
+from fastcnn._simd import (
+    VECTOR_BYTES,
+    lanes,
+    token,
+    vdeinterleave,
+    vfill,
+    vkeep_max,
+    vload_head,
+    vstore_head,
+    vstore_offsets_head,
+    vzero,
+)
 
 
 @jit()
@@ -57,35 +70,57 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, indices):
                 indices[p, i, j] = at
 
 
-@jit(parallel=True)
 def max_pool_2x2(x, y, indices):
     """The common 2x2 window, stride 2, no padding. x: (P, H, W); y, indices: (P, OH, OW).
 
-    Unrolled: four candidates per output, compared in row-major order.
+    Rows of 2**24 or more (whose offsets a float32 would not hold exactly) take
+    :func:`max_pool`.
+    """
+    if x.shape[2] >= 1 << 24:
+        max_pool(x, 2, 2, 2, 2, 0, 0, y, indices)
+    else:
+        parts = min(x.shape[0], numba.get_num_threads())
+        _max_pool_2x2(x, y, indices, parts, token(VECTOR_BYTES))
+
+
+@jit(parallel=True)
+def _max_pool_2x2(x, y, indices, parts, vec):
+    """:func:`max_pool_2x2` with vectors of width ``vec`` (:func:`fastcnn._simd.token`).
+
+    SIMD along an output row, ``lanes`` outputs at a time: the two input rows' columns as
+    two vectors each, split into even and odd columns (the four candidates of the windows,
+    a vector each), a running maximum over them in row-major order tagged with the
+    winner's offset in its window (0, 1, W, W + 1), and the tags stored as indices.
+    Planes in one static part per thread.
     """
     planes, h, w = x.shape
     _, oh, ow = y.shape
-    for p in prange(planes):
-        for i in range(oh):
-            r = 2 * i
-            for j in range(ow):
-                q = 2 * j
-                m = x[p, r, q]
-                at = r * w + q
-                v = x[p, r, q + 1]
-                if _beats(v, m):
-                    m = v
-                    at = r * w + q + 1
-                v = x[p, r + 1, q]
-                if _beats(v, m):
-                    m = v
-                    at = (r + 1) * w + q
-                v = x[p, r + 1, q + 1]
-                if _beats(v, m):
-                    m = v
-                    at = (r + 1) * w + q + 1
-                y[p, i, j] = m
-                indices[p, i, j] = at
+    xf, yf, jf = x.reshape(-1), y.reshape(-1), indices.reshape(-1)
+    lane = lanes(xf, vec)
+    for part in prange(parts):
+        # Each candidate's offset from its window's first element.
+        zero, one = vzero(xf, vec), vfill(xf, 1, vec)
+        below, diagonal = vfill(xf, w, vec), vfill(xf, w + 1, vec)
+        for p in range(part * planes // parts, (part + 1) * planes // parts):
+            for i in range(oh):
+                row = 2 * i * w  # the window's top row, within the plane
+                top = p * h * w + row
+                out = (p * oh + i) * ow
+                for j0 in range(0, ow, lane):
+                    n = min(lane, ow - j0)
+                    q = top + 2 * j0
+                    k0, k1 = min(2 * n, lane), max(2 * n - lane, 0)
+                    a, b = vdeinterleave(
+                        vload_head(xf, q, k0, vec), vload_head(xf, q + lane, k1, vec)
+                    )
+                    c, d = vdeinterleave(
+                        vload_head(xf, q + w, k0, vec), vload_head(xf, q + w + lane, k1, vec)
+                    )
+                    m, tag = vkeep_max(a, zero, b, one)
+                    m, tag = vkeep_max(m, tag, c, below)
+                    m, tag = vkeep_max(m, tag, d, diagonal)
+                    vstore_head(yf, out + j0, m, n)
+                    vstore_offsets_head(jf, out + j0, tag, n, row + 2 * j0, 2)
 
 
 @jit(parallel=True)
