@@ -108,9 +108,13 @@ class _VectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
 
 
-def _check_array(name, a):
+def _check_1d(name, a):
     if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
         raise TypeError(f"{name}: needs a 1-D C-contiguous array, got {a}")
+
+
+def _check_array(name, a):
+    _check_1d(name, a)
     if not isinstance(a.dtype, types.Float):
         raise TypeError(f"{name}: needs a float array, got {a}")
 
@@ -150,8 +154,7 @@ def vzero(typingctx, a, width):
 
 @intrinsic
 def load(typingctx, a, i):
-    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
-        raise TypeError(f"load: needs a 1-D C-contiguous array, got {a}")
+    _check_1d("load", a)
     if not isinstance(i, types.Integer):
         raise TypeError(f"load: needs an integer index, got {i}")
 
@@ -256,8 +259,7 @@ def vstore_head(typingctx, a, i, v, n):
 
 @intrinsic
 def vstore_offsets_head(typingctx, a, i, v, n, base, step):
-    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
-        raise TypeError(f"vstore_offsets_head: needs a 1-D C-contiguous array, got {a}")
+    _check_1d("vstore_offsets_head", a)
     if not (isinstance(a.dtype, types.Integer) and isinstance(v, Vector)):
         raise TypeError(f"vstore_offsets_head: needs an integer array and a vector, got {a}, {v}")
 

@@ -250,7 +250,6 @@ class SGD(Optimizer):
             s0 += grad
             d = s0
         if self.momentum != 0:
-            buf = self.buffers["momentum_buffer"][i]
             if self.steps == 1:
                 np.copyto(buf, d)
             else:
