@@ -1,12 +1,11 @@
 """Max-pooling with int64 indices, and its backward, over ``(planes, H, W)`` arrays.
 
 Every kernel runs ``prange`` over the N*C planes (the 2x2 forward over one static part of
-them per thread): a plane's outputs (and, backward, its
-whole input gradient, overlapping windows included) belong to one iteration, so nothing
-races. Indices are flat within a plane (``h * W + w``), as torch's ``return_indices``.
-Padding counts as minus infinity; a window keeps its first maximum in row-major order,
-and a NaN wins its window (the last NaN if several, as torch's CPU kernel and the
-reference).
+them per thread): a plane's outputs (and, backward, its whole input gradient, overlapping
+windows included) belong to one iteration, so nothing races. Indices are flat within a
+plane (``h * W + w``), as torch's ``return_indices``. Padding counts as minus infinity; a
+window keeps its first maximum in row-major order, and a NaN wins its window (the last NaN
+if several, as torch's CPU kernel and the reference).
 """
 
 import numba
