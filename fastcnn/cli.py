@@ -88,6 +88,12 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     opt.add_argument("--batch-size", type=_positive_int, metavar="N")
     opt.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
     opt.add_argument("--optimizer", choices=["sgd", "adam"], help="(default: sgd)")
+    opt.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        help="cosine: anneal the learning rate towards 0 over the epochs, set once an epoch "
+        "(default); constant: keep it",
+    )
     opt.add_argument("--momentum", type=_non_negative_float, metavar="M", help="SGD momentum")
     opt.add_argument(
         "--batchnorm",
@@ -175,7 +181,9 @@ def _bench(args) -> int:
 # --- train ---------------------------------------------------------------------------
 
 
-_SETTINGS = ("optimizer", "batchnorm", "seed", "epochs", "batch_size", "lr", "momentum")
+_SETTINGS = (
+    "optimizer", "batchnorm", "seed", "epochs", "batch_size", "lr", "lr_schedule", "momentum",
+)  # fmt: skip
 
 
 def _settings(args, saved: dict | None = None) -> dict:
@@ -183,7 +191,13 @@ def _settings(args, saved: dict | None = None) -> dict:
     given = {key: getattr(args, key) for key in _SETTINGS if getattr(args, key) is not None}
     if saved is None:
         optimizer = given.get("optimizer", "sgd")
-        base = {"dataset": args.dataset, "optimizer": optimizer, "batchnorm": False, "seed": 0}
+        base = {
+            "dataset": args.dataset,
+            "optimizer": optimizer,
+            "lr_schedule": "cosine",
+            "batchnorm": False,
+            "seed": 0,
+        }
         base.update(DEFAULTS[args.dataset])
         if optimizer == "adam":
             base["lr"] = _ADAM_LR
@@ -256,10 +270,13 @@ def _train(args) -> int:
         optimizer = optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
     else:
         optimizer = optim.Adam(model.parameters(), lr=config["lr"])
+    schedule = None
+    if config["lr_schedule"] == "cosine":
+        schedule = optim.CosineSchedule(config["lr"], config["epochs"])
     print(
         f"training on {args.dataset}: {len(y)} train / {len(yt)} test images, "
         f"{config['epochs']} epochs, batch {config['batch_size']}, {config['optimizer']} "
-        f"lr {config['lr']}, {fastcnn.get_num_threads()} threads",
+        f"lr {config['lr']} ({config['lr_schedule']}), {fastcnn.get_num_threads()} threads",
         flush=True,
     )
     t0 = time.perf_counter()
@@ -275,6 +292,7 @@ def _train(args) -> int:
         checkpoint=checkpoint,
         resume=args.resume,
         config=config,
+        lr_schedule=schedule,
         progress=args.progress,
         log=lambda line: print(line, flush=True),
     )

@@ -15,6 +15,9 @@ constructor, so ``step()`` allocates no arrays: on glibc, large temporaries are 
 
 (Adam: ``"buffers": {"exp_avg": [...], "exp_avg_sq": [...]}``). Loading it into an
 optimiser over the same parameters restores the run bitwise.
+
+:class:`CosineSchedule` gives the learning rate of each epoch; :func:`fastcnn.train.fit`
+sets it on the optimiser before the epoch runs.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ import math
 
 import numpy as np
 
-from fastcnn._checks import as_float
+from fastcnn._checks import _is_int, as_float
 from fastcnn._kernels import optim as kernels
 from fastcnn._threads import guard
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["SGD", "Adam", "CosineSchedule", "Optimizer"]
 
 
 class Optimizer:
@@ -332,3 +335,39 @@ class Adam(Optimizer):
         np.multiply(m, -step_size, out=s0)
         s0 /= s1
         data += s0
+
+
+class CosineSchedule:
+    """The learning rate of each epoch, annealed from ``lr`` towards ``min_lr`` on a
+    half cosine: epoch ``e`` of ``epochs`` (1-based) gets
+    ``min_lr + (lr - min_lr) * (1 + cos(pi * (e - 1) / epochs)) / 2``.
+
+    That is ``torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
+    eta_min=min_lr)`` stepped once an epoch: the first epoch runs at ``lr``, the last at
+    a few percent of it, so the last epochs settle instead of ending on one noisy step
+    (a single epoch runs at ``lr``). Stateless: the rate depends on the epoch alone, so a
+    resumed run gets the same rates.
+
+    Args:
+        lr: the first epoch's learning rate, ``>= 0``.
+        epochs: the epochs to anneal over, an int ``>= 1``; later epochs get ``min_lr``.
+        min_lr: the rate approached at the end, ``0 <= min_lr <= lr``.
+    """
+
+    def __init__(self, lr: float, epochs: int, min_lr: float = 0.0):
+        op = "CosineSchedule"
+        self.lr = as_float(lr, "lr", op, low=0.0)
+        if not _is_int(epochs):
+            raise TypeError(f"{op}: epochs must be an int, got {epochs!r}")
+        if epochs < 1:
+            raise ValueError(f"{op}: epochs must be >= 1, got {epochs!r}")
+        self.epochs = int(epochs)
+        self.min_lr = as_float(min_lr, "min_lr", op, low=0.0, high=self.lr)
+
+    def __call__(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based)."""
+        progress = min(epoch - 1, self.epochs) / self.epochs
+        return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+    def __repr__(self) -> str:
+        return f"CosineSchedule(lr={self.lr!r}, epochs={self.epochs!r}, min_lr={self.min_lr!r})"

@@ -145,6 +145,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     config: dict | None = None,
+    lr_schedule: Callable[[int], float] | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
@@ -166,13 +167,16 @@ def fit(
         config: JSON-able settings stored in the checkpoint; on resume they must equal
             the stored ones (``epochs`` may differ), so a run is never continued with
             other hyper-parameters by mistake.
+        lr_schedule: called with each epoch (1-based) before it runs; the optimiser's
+            ``lr`` is set to what it returns (e.g. :class:`fastcnn.optim.CosineSchedule`).
+            ``None`` leaves ``lr`` alone.
         progress: show a tqdm bar per epoch with the loss and images/s (``None``: only
             on a terminal).
         log: called with one line per epoch (default: ``tqdm.write`` to stdout).
 
     Returns:
-        The history, one dict per epoch: ``epoch``, ``train_loss`` (mean over the
-        epoch's images), ``test_accuracy`` (or ``None``), ``seconds`` and
+        The history, one dict per epoch: ``epoch``, ``lr``, ``train_loss`` (mean over
+        the epoch's images), ``test_accuracy`` (or ``None``), ``seconds`` and
         ``images_per_second`` (training only, without the evaluation).
     """
     from tqdm import tqdm
@@ -199,6 +203,8 @@ def fit(
     model.train()
     n_batches = math.ceil(len(y) / batch_size)
     for epoch in range(start + 1, epochs + 1):
+        if lr_schedule is not None:
+            optimizer.lr = lr_schedule(epoch)
         loss_sum, seen = 0.0, 0
         bar = tqdm(
             total=n_batches,
@@ -230,6 +236,7 @@ def fit(
         accuracy = evaluate(model, *test_data) if test_data is not None else None
         record = {
             "epoch": epoch,
+            "lr": optimizer.lr,
             "train_loss": loss_sum / max(seen, 1),
             "test_accuracy": accuracy,
             "seconds": seconds,
@@ -245,7 +252,7 @@ def fit(
 def _epoch_line(r: dict, epochs: int) -> str:
     acc = "" if r["test_accuracy"] is None else f"  test accuracy {100 * r['test_accuracy']:.2f}%"
     return (
-        f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f}{acc}  "
+        f"epoch {r['epoch']}/{epochs}  lr {r['lr']:.3g}  train loss {r['train_loss']:.4f}{acc}  "
         f"{r['seconds']:.1f} s  {r['images_per_second']:.0f} images/s"
     )
 

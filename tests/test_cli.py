@@ -172,9 +172,20 @@ def test_resume_keeps_the_run_settings(capsys, monkeypatch, tmp_path, restore_th
     pytest.importorskip("sklearn")
     monkeypatch.chdir(tmp_path)
     first = ["train", "--epochs", "1", "--lr", "0.02", "--batch-size", "64", "--threads", "1"]
-    assert run(first, capsys)[0] == 0
+    assert run([*first, "--lr-schedule", "constant"], capsys)[0] == 0
     code, out, _ = run(["train", "--resume", "--epochs", "2", "--threads", "1"], capsys)
     assert code == 0
-    assert "batch 64, sgd lr 0.02" in out and "after epoch 1" in out and "epoch 2/2" in out
+    assert "batch 64, sgd lr 0.02 (constant)" in out and "after epoch 1" in out
+    assert "epoch 2/2  lr 0.02  train loss" in out
     code, _, err = run(["train", "--resume", "--epochs", "3", "--lr", "0.5"], capsys)
     assert code == 1 and "lr: 0.02 -> 0.5" in err
+    code, _, err = run(["train", "--resume", "--epochs", "3", "--lr-schedule", "cosine"], capsys)
+    assert code == 1 and "lr_schedule: 'constant' -> 'cosine'" in err
+
+
+def test_cosine_schedule_is_the_default(capsys, monkeypatch, tmp_path, restore_threads):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["train", "--epochs", "2", "--threads", "1", "--no-checkpoint"], capsys)
+    assert code == 0 and "sgd lr 0.05 (cosine)" in out
+    assert "epoch 1/2  lr 0.05  train loss" in out and "epoch 2/2  lr 0.025  train loss" in out

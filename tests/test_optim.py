@@ -277,3 +277,47 @@ def test_load_state_dict_rejects_mismatches(edit, exc, match):
         after["buffers"]["momentum_buffer"], before["buffers"]["momentum_buffer"], strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+# --- the learning-rate schedule ---------------------------------------------------------
+
+
+def test_cosine_schedule_by_hand():
+    schedule = fastcnn.optim.CosineSchedule(0.1, epochs=4, min_lr=0.02)
+    # min_lr + (lr - min_lr) * (1 + cos(pi * (e - 1) / 4)) / 2, e = 1..4, then the floor
+    halfway = 0.02 + 0.08 * 0.5
+    shoulder = 0.08 * (1 + 2**-0.5) / 2
+    expected = [0.1, 0.02 + shoulder, halfway, 0.1 - shoulder, 0.02, 0.02]
+    assert [schedule(e) for e in range(1, 7)] == pytest.approx(expected, rel=1e-15)
+    assert fastcnn.optim.CosineSchedule(0.05, epochs=1)(1) == 0.05
+
+
+@pytest.mark.parametrize(("epochs", "min_lr"), [(10, 0.0), (3, 0.01), (1, 0.0)])
+def test_cosine_schedule_matches_torch(epochs, min_lr):
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=min_lr)
+    theirs = []
+    for _ in range(epochs):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = fastcnn.optim.CosineSchedule(0.05, epochs, min_lr)
+    assert [ours(e) for e in range(1, epochs + 1)] == pytest.approx(theirs, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        pytest.param({"lr": -1.0, "epochs": 3}, ValueError, r"lr must be >= 0", id="lr"),
+        pytest.param({"lr": 0.1, "epochs": 0}, ValueError, r"epochs must be >= 1", id="epochs"),
+        pytest.param({"lr": 0.1, "epochs": 2.0}, TypeError, r"epochs must be an int", id="float"),
+        pytest.param({"lr": 0.1, "epochs": True}, TypeError, r"epochs must be an int", id="bool"),
+        pytest.param(
+            {"lr": 0.1, "epochs": 3, "min_lr": 0.2}, ValueError, r"min_lr must be <= 0.1", id="min"
+        ),
+    ],
+)
+def test_cosine_schedule_rejects_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=f"CosineSchedule: {match}"):
+        fastcnn.optim.CosineSchedule(**kwargs)

@@ -135,7 +135,10 @@ def make_run(kind, batchnorm, seed=0):
     return net, opt, np.random.default_rng(order)
 
 
-def run_fit(digits, kind, batchnorm, epochs, checkpoint=None, resume=False, seed=0, config=None):
+def run_fit(
+    digits, kind, batchnorm, epochs, checkpoint=None, resume=False, seed=0, config=None,
+    schedule=None,
+):  # fmt: skip
     net, opt, rng = make_run(kind, batchnorm, seed)
     history = train.fit(
         net,
@@ -148,6 +151,7 @@ def run_fit(digits, kind, batchnorm, epochs, checkpoint=None, resume=False, seed
         checkpoint=checkpoint,
         resume=resume,
         config=config or {"kind": kind},
+        lr_schedule=schedule,
         progress=False,
         log=lambda line: None,
     )
@@ -162,18 +166,24 @@ def assert_same_state(a, b):
 
 
 @pytest.mark.parametrize(
-    ("kind", "batchnorm"),
-    [param("sgd", True, id="sgd-nesterov-bn"), param("adam", False, id="adam")],
+    ("kind", "batchnorm", "schedule"),
+    [
+        param("sgd", True, optim.CosineSchedule(0.05, 3), id="sgd-nesterov-bn-cosine"),
+        param("adam", False, None, id="adam"),
+    ],
 )
-def test_resume_equals_uninterrupted(tmp_path, digits, kind, batchnorm):
-    whole, whole_opt, whole_rng, whole_history = run_fit(digits, kind, batchnorm, epochs=3)
+def test_resume_equals_uninterrupted(tmp_path, digits, kind, batchnorm, schedule):
+    whole, whole_opt, whole_rng, whole_history = run_fit(
+        digits, kind, batchnorm, epochs=3, schedule=schedule
+    )
     ckpt = tmp_path / "run.npz"
-    run_fit(digits, kind, batchnorm, epochs=1, checkpoint=ckpt)
+    run_fit(digits, kind, batchnorm, epochs=1, checkpoint=ckpt, schedule=schedule)
     assert train.load_checkpoint(ckpt)["epoch"] == 1
     # a different seed: every bit of state must come from the checkpoint
     net, opt, rng, history = run_fit(
-        digits, kind, batchnorm, epochs=3, checkpoint=ckpt, resume=True, seed=99
-    )
+        digits, kind, batchnorm, epochs=3, checkpoint=ckpt, resume=True, seed=99,
+        schedule=schedule,
+    )  # fmt: skip
     assert_same_state(net, whole)
     assert opt.steps == whole_opt.steps == 3 * 15
     for name, buffers in opt.buffers.items():
@@ -181,7 +191,18 @@ def test_resume_equals_uninterrupted(tmp_path, digits, kind, batchnorm):
             np.testing.assert_array_equal(mine, ref)
     assert rng.bit_generator.state == whole_rng.bit_generator.state
     assert [r["train_loss"] for r in history] == [r["train_loss"] for r in whole_history]
+    assert [r["lr"] for r in history] == [r["lr"] for r in whole_history]
     assert train.load_checkpoint(ckpt)["epoch"] == 3
+
+
+def test_lr_schedule_sets_each_epochs_rate(digits):
+    rates = {1: 0.04, 2: 0.01, 3: 0.0}
+    net, opt, _, history = run_fit(digits, "sgd", False, epochs=3, schedule=rates.get)
+    assert [r["lr"] for r in history] == [0.04, 0.01, 0.0]
+    assert opt.lr == 0.0
+    # the last epoch ran at rate 0: the weights are those after two epochs
+    two, _, _, _ = run_fit(digits, "sgd", False, epochs=2, schedule=rates.get)
+    assert_same_state(net, two)
 
 
 def test_history_and_checkpoint_contents(tmp_path, digits):
