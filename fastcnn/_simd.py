@@ -20,7 +20,8 @@ code (an integer literal would send each call through Numba's compiler first).
   read or written, the other lanes load as zeros);
 - :func:`vstore_offsets_head` ``(a, i, v, n, base, step)``: ``a[i + k] = base + k*step +
   int(v[k])`` for the first ``n`` lanes of ``v`` (``0 <= n <= lanes``), into an integer
-  array (masked; ``v``'s floats truncated toward zero): indices from per-lane offsets;
+  array (masked; ``v``'s floats truncated toward zero, each below ``2**31``): indices from
+  per-lane offsets;
 - :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
 - :func:`load` ``(a, i)``: the scalar ``a[i]`` of a 1-D C-contiguous array of any number
   type, unchecked and with no negative-index wraparound (``a[i]`` with a signed ``i`` costs
@@ -49,7 +50,8 @@ code (an integer literal would send each call through Numba's compiler first).
   of 26 float32 copied 6x faster than by a slice assignment inside a jitted loop, whose
   every call costs ~20 ns (measured: 53k rows, 0.16-0.18 ms against 1.0-1.1);
 - :func:`vadd_run` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] += src[s : s + n]``,
-  whole vectors and one masked one, or with AVX2 the last elements one by one (jitted too);
+  whole vectors and one masked one, or where masked stores are slow
+  (:data:`SLOW_MASKED_STORES`) the last elements one by one (jitted too);
 - :func:`centred_sums` ``(a, ma, b, mb, s, n, width)``: ``sum(a - ma)`` and
   ``sum((a - ma) * (b - mb))`` over a run, in an order fixed by the code (jitted too).
 
@@ -270,9 +272,12 @@ def vstore_offsets_head(typingctx, a, i, v, n, base, step):
         ramp = builder.mul(
             ir.Constant(vtype, list(range(v.lanes))), _splat_ir(builder, vtype, stride)
         )
-        value = builder.add(
-            builder.add(_splat_ir(builder, vtype, start), ramp), builder.fptosi(args[2], vtype)
-        )
+        # Through int32: AVX2 has no float -> int64 vector conversion, and LLVM's direct
+        # one took each lane out, converted it and put it back.
+        offsets = builder.fptosi(args[2], ir.VectorType(ir.IntType(32), v.lanes))
+        if itype.width != 32:
+            offsets = (builder.sext if itype.width > 32 else builder.trunc)(offsets, vtype)
+        value = builder.add(builder.add(_splat_ir(builder, vtype, start), ramp), offsets)
         ptr = _pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
         vptr = builder.bitcast(ptr, vtype.as_pointer())
         count = context.cast(builder, args[3], sig.args[3], types.intp)
@@ -496,18 +501,19 @@ def vcopy(src, s, dst, d, n, width):
     vstore(dst, d + last, vload(src, s + last, width))
 
 
-# AVX2's masked store (vmaskmovps) is microcoded on AMD Zen 1: there the last elements of a
-# run are added one at a time (the few-taps col2im of mnist-conv1's input gradient took
-# 0.4-0.5 of its time, the whole 0.87-0.89; the same bits). AVX-512's masked stores are
-# single instructions.
-SCALAR_TAILS = VECTOR_BYTES < 64
+# AVX2's masked stores (vmaskmovps, vpmaskmovq) are microcoded on AMD Zen 1 to 3, so kernels
+# avoid them there: the few-taps col2im adds the last elements of a run one at a time (it
+# took 0.4-0.5 of its time, mnist-conv1's input gradient 0.87-0.89, on Zen 1), the 2x2
+# max-pool narrows its vectors to what a row fills (:mod:`fastcnn._kernels.pool`).
+# AVX-512's masked stores are single instructions.
+SLOW_MASKED_STORES = VECTOR_BYTES < 64
 
 
 @jit(inline="always")
-def vadd_run(src, s, dst, d, n, width, scalar_tail=SCALAR_TAILS):
+def vadd_run(src, s, dst, d, n, width, scalar_tail=SLOW_MASKED_STORES):
     """``dst[d : d + n] += src[s : s + n]`` for 1-D C-contiguous arrays of one float dtype:
     whole vectors, then the last ``n % lanes`` elements in one masked vector, or one by one
-    if ``scalar_tail`` (:data:`SCALAR_TAILS`). Unchecked like :func:`vload`; the runs must
+    if ``scalar_tail`` (:data:`SLOW_MASKED_STORES`). Unchecked like :func:`vload`; the runs must
     not overlap. Inlined where it is called."""
     lane = lanes(src, width)
     whole = n - n % lane

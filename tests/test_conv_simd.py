@@ -25,6 +25,7 @@ from fastcnn import reference as R
 from fastcnn._config import jit
 from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import conv_blocked, conv_few_taps, conv_rows
+from fastcnn._kernels import pool as pool_kernels
 from fastcnn._kernels.conv_blocked import FORWARD_BYTES
 from fastcnn._simd import (
     VECTOR_BYTES,
@@ -614,6 +615,27 @@ def test_vstore_offsets_head_writes_only_its_lanes(dtype, index_dtype):
         want = np.full(lane + 2, -1, index_dtype)
         want[1 : 1 + n] = 7 + 2 * np.arange(n) + offsets[:n].astype(index_dtype)
         np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("nbytes", [pytest.param(n, id=f"{n}-byte") for n in (16, 32, 64)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_at_every_width(dtype, nbytes):
+    """Rows of fewer outputs than a vector holds (one masked vector), of one vector, and of
+    more (whole vectors, the last overlapping the one before), ties, NaN and inf: values
+    and indices exactly the reference's."""
+    rng = make_rng(23)
+    lane = nbytes // np.dtype(dtype).itemsize
+    for w in sorted({2, 3, 2 * lane - 1, 2 * lane, 2 * lane + 3, 5 * lane + 1}):
+        x = rng.integers(-1, 2, (3, 2, 5, w)).astype(dtype)
+        x[0, 0, 1, w - 1], x[1, 1, 3, 0], x[2, 0, 0, w // 2] = np.nan, np.inf, -np.inf
+        want_y, want_i = R.max_pool2d(x, 2)
+        y, idx = np.empty_like(want_y), np.empty(want_i.shape, np.int64)
+        oh, ow = want_y.shape[2:]
+        pool_kernels._max_pool_2x2(
+            x.reshape(6, 5, w), y.reshape(6, oh, ow), idx.reshape(6, oh, ow), 2, token(nbytes)
+        )
+        np.testing.assert_array_equal(y, want_y, err_msg=f"W={w}")
+        np.testing.assert_array_equal(idx, want_i, err_msg=f"W={w}")
 
 
 @jit()

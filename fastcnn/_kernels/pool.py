@@ -14,6 +14,7 @@ from numba import prange
 
 from fastcnn._config import jit
 from fastcnn._simd import (
+    SLOW_MASKED_STORES,
     VECTOR_BYTES,
     lanes,
     token,
@@ -78,49 +79,62 @@ def max_pool_2x2(x, y, indices):
     """
     if x.shape[2] >= 1 << 24:
         max_pool(x, 2, 2, 2, 2, 0, 0, y, indices)
-    else:
-        parts = min(x.shape[0], numba.get_num_threads())
-        _max_pool_2x2(x, y, indices, parts, token(VECTOR_BYTES))
+        return
+    nbytes = VECTOR_BYTES
+    while SLOW_MASKED_STORES and nbytes > 16 and y.shape[2] * y.itemsize < nbytes:
+        nbytes //= 2  # vectors that a row's outputs fill: whole ones, with no masks
+    parts = min(x.shape[0], numba.get_num_threads())
+    _max_pool_2x2(x, y, indices, parts, token(nbytes))
 
 
 @jit(parallel=True)
 def _max_pool_2x2(x, y, indices, parts, vec):
     """:func:`max_pool_2x2` with vectors of width ``vec`` (:func:`fastcnn._simd.token`).
 
-    SIMD along an output row, ``lanes`` outputs at a time: the two input rows' columns as
-    two vectors each, split into even and odd columns (the four candidates of the windows,
-    a vector each), a running maximum over them in row-major order tagged with the
-    winner's offset in its window (0, 1, W, W + 1), and the tags stored as indices.
-    Planes in one static part per thread.
+    SIMD along an output row, ``lanes`` outputs at a time (:func:`_window_maxima`). Rows of
+    at least ``lanes`` outputs run in whole vectors, the last one overlapping the one
+    before it (its outputs are computed twice, to the same bits); shorter rows in one
+    masked vector. Planes in one static part per thread.
     """
     planes, h, w = x.shape
     _, oh, ow = y.shape
     xf, yf, jf = x.reshape(-1), y.reshape(-1), indices.reshape(-1)
-    lane = lanes(xf, vec)
     for part in prange(parts):
+        lane = lanes(xf, vec)  # here, not outside: a constant in the parallel loop's body
         # Each candidate's offset from its window's first element.
-        zero, one = vzero(xf, vec), vfill(xf, 1, vec)
-        below, diagonal = vfill(xf, w, vec), vfill(xf, w + 1, vec)
+        tags = (vzero(xf, vec), vfill(xf, 1, vec), vfill(xf, w, vec), vfill(xf, w + 1, vec))
         for p in range(part * planes // parts, (part + 1) * planes // parts):
             for i in range(oh):
                 row = 2 * i * w  # the window's top row, within the plane
-                top = p * h * w + row
-                out = (p * oh + i) * ow
-                for j0 in range(0, ow, lane):
-                    n = min(lane, ow - j0)
-                    q = top + 2 * j0
-                    k0, k1 = min(2 * n, lane), max(2 * n - lane, 0)
-                    a, b = vdeinterleave(
-                        vload_head(xf, q, k0, vec), vload_head(xf, q + lane, k1, vec)
-                    )
-                    c, d = vdeinterleave(
-                        vload_head(xf, q + w, k0, vec), vload_head(xf, q + w + lane, k1, vec)
-                    )
-                    m, tag = vkeep_max(a, zero, b, one)
-                    m, tag = vkeep_max(m, tag, c, below)
-                    m, tag = vkeep_max(m, tag, d, diagonal)
-                    vstore_head(yf, out + j0, m, n)
-                    vstore_offsets_head(jf, out + j0, tag, n, row + 2 * j0, 2)
+                top, out = p * h * w + row, (p * oh + i) * ow
+                if ow < lane:
+                    k0, k1 = min(2 * ow, lane), max(2 * ow - lane, 0)
+                    _window_maxima(xf, yf, jf, top, out, row, w, 0, ow, k0, k1, tags, vec)
+                    continue
+                for j in range(0, ow, lane):
+                    # Whole vectors: constant counts, so the masks fold into plain loads
+                    # and stores.
+                    j0 = min(j, ow - lane)
+                    _window_maxima(xf, yf, jf, top, out, row, w, j0, lane, lane, lane, tags, vec)
+
+
+@jit(inline="always")
+def _window_maxima(xf, yf, jf, top, out, row, w, j0, n, k0, k1, tags, vec):
+    """Outputs ``j0 .. j0 + n`` of the output row at ``yf[out]``, whose windows' top row
+    starts at ``xf[top]`` (``row`` within its plane): the two input rows' ``2 * n``
+    columns as two vectors each (``k0`` and ``k1`` elements), split into even and odd
+    columns (the windows' four candidates, a vector each), a running maximum over them in
+    row-major order tagged with the winner's offset in its window (``tags``), and the tags
+    stored as indices."""
+    lane = lanes(xf, vec)
+    q = top + 2 * j0
+    a, b = vdeinterleave(vload_head(xf, q, k0, vec), vload_head(xf, q + lane, k1, vec))
+    c, d = vdeinterleave(vload_head(xf, q + w, k0, vec), vload_head(xf, q + w + lane, k1, vec))
+    m, tag = vkeep_max(a, tags[0], b, tags[1])
+    m, tag = vkeep_max(m, tag, c, tags[2])
+    m, tag = vkeep_max(m, tag, d, tags[3])
+    vstore_head(yf, out + j0, m, n)
+    vstore_offsets_head(jf, out + j0, tag, n, row + 2 * j0, 2)
 
 
 @jit(parallel=True)
