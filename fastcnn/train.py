@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fastcnn import io, nn
+from fastcnn._checks import as_float
 from fastcnn.data import iterate_batches
 
 __all__ = ["CHECKPOINT_FORMAT", "evaluate", "fit", "lenet", "load_checkpoint"]
@@ -204,7 +205,7 @@ def fit(
     n_batches = math.ceil(len(y) / batch_size)
     for epoch in range(start + 1, epochs + 1):
         if lr_schedule is not None:
-            optimizer.lr = lr_schedule(epoch)
+            optimizer.lr = as_float(lr_schedule(epoch), f"lr_schedule({epoch})", "fit", low=0.0)
         loss_sum, seen = 0.0, 0
         bar = tqdm(
             total=n_batches,

@@ -205,6 +205,21 @@ def test_lr_schedule_sets_each_epochs_rate(digits):
     assert_same_state(net, two)
 
 
+@pytest.mark.parametrize(
+    ("rate", "exc", "match"),
+    [
+        param(-0.1, ValueError, r"fit: lr_schedule\(1\) must be >= 0.0, got -0.1", id="negative"),
+        param(float("nan"), ValueError, r"lr_schedule\(1\) must be finite", id="nan"),
+        param("0.1", TypeError, r"lr_schedule\(1\) must be a real number", id="str"),
+    ],
+)
+def test_lr_schedule_giving_a_bad_rate_is_refused(tmp_path, digits, rate, exc, match):
+    ckpt = tmp_path / "c.npz"
+    with pytest.raises(exc, match=match):
+        run_fit(digits, "sgd", False, epochs=1, checkpoint=ckpt, schedule=lambda epoch: rate)
+    assert not ckpt.exists()
+
+
 def test_history_and_checkpoint_contents(tmp_path, digits):
     ckpt = tmp_path / "sub" / "c.npz"
     net, opt, _, history = run_fit(digits, "sgd", False, epochs=2, checkpoint=ckpt)
