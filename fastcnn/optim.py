@@ -309,9 +309,17 @@ class Adam(Optimizer):
         return {"lr": lr, "betas": (b1, b2), "eps": eps, "weight_decay": weight_decay}
 
     def _update(self, i, data, grad) -> None:
-        s0, s1 = self._scratch[0][i], self._scratch[1][i]
         m, v = self.buffers["exp_avg"][i], self.buffers["exp_avg_sq"][i]
         beta1, beta2 = self.betas
+        step_size = self.lr / (1 - beta1**self.steps)
+        bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
+        if _flat_kernel_takes(data, grad, m, v):
+            kernels.adam(
+                data.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), step_size,
+                beta1, beta2, bias_correction2_sqrt, self.eps, self.weight_decay,
+            )  # fmt: skip
+            return
+        s0, s1 = self._scratch[0][i], self._scratch[1][i]
         g = grad
         if self.weight_decay != 0:
             np.multiply(data, self.weight_decay, out=s1)
@@ -326,8 +334,6 @@ class Adam(Optimizer):
         np.multiply(g, 1 - beta2, out=s0)
         s0 *= g
         v += s0
-        step_size = self.lr / (1 - beta1**self.steps)
-        bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         np.sqrt(v, out=s1)
         s1 /= bias_correction2_sqrt
         s1 += self.eps

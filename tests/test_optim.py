@@ -156,14 +156,14 @@ def test_sgd_first_momentum_step_is_plain_sgd():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("kind", "hyper"), [c for c in CONFIGS if c.values[0] == "SGD"])
-def test_sgd_kernel_matches_numpy_path(kind, hyper, dtype):
-    """SGD's one-pass kernel (contiguous parameters) and its NumPy ufuncs (strided ones)
-    agree over five steps, up to the rounding of the products the kernel fuses."""
+@pytest.mark.parametrize(("kind", "hyper"), CONFIGS)
+def test_kernel_matches_numpy_path(kind, hyper, dtype):
+    """The one-pass kernels (contiguous parameters) and the NumPy ufuncs (strided ones)
+    agree over five steps, up to the rounding of the products the kernels fuse."""
     runs = []
     for strided in (False, True):
         params = _params(dtype, strided=strided)
-        _run(SGD(params, **hyper), params, _grads(dtype, 5))
+        _run(getattr(fastcnn.optim, kind)(params, **hyper), params, _grads(dtype, 5))
         runs.append(params)
     for a, b in zip(*runs, strict=True):
         assert_close(a.data, b.data, dtype, **TORCH_TOL[dtype])
@@ -179,6 +179,17 @@ def test_sgd_momentum_by_hand():
     opt.step()  # b = [0.9 - 1, 1.8 + 0.5] = [-0.1, 2.3]; p = [0.91, -2.43]
     np.testing.assert_allclose(opt.buffers["momentum_buffer"][0], [-0.1, 2.3], rtol=1e-14)
     np.testing.assert_allclose(p.data, [0.91, -2.43], rtol=1e-14)
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_adam_first_step_moves_each_weight_by_lr(strided):
+    """Step 1 by hand: m = (1 - b1) g and v = (1 - b2) g^2, so with eps = 0 the update
+    lr / (1 - b1) * m / (sqrt(v) / sqrt(1 - b2)) is lr * sign(g), whatever g's size."""
+    (p,) = params = _params(np.float64, strided=strided)[:1]
+    start = p.data.copy()
+    p.grad[...] = np.array([[3.0, -0.5, 1e-3, -70.0]] * 3)
+    Adam(params, lr=0.01, betas=(0.8, 0.99), eps=0.0).step()
+    np.testing.assert_allclose(p.data, start - 0.01 * np.sign(p.grad), rtol=1e-14)
 
 
 def test_state_dict_format():

@@ -1,11 +1,12 @@
 """Optimiser updates over flat (1-D, C-contiguous) parameter arrays.
 
-One pass per parameter instead of NumPy's four to six: on the MNIST net's 225k parameters
-the SGD momentum step took 0.13 ms as NumPy ufuncs on one thread and 0.04-0.05 ms here on
-two (arrays warm in cache; measured). Each ``prange`` iteration writes only its own
-elements, so nothing races.
+One pass per parameter instead of NumPy's four to six (Adam's: twelve): on the MNIST net's
+225k parameters the SGD momentum step took 0.13 ms as NumPy ufuncs on one thread and
+0.04-0.05 ms here on two (arrays warm in cache; measured). Each ``prange`` iteration
+writes only its own elements, so nothing races.
 """
 
+import numpy as np
 from numba import prange
 
 from fastcnn._config import jit
@@ -32,3 +33,29 @@ def sgd(data, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first)
             buf[i] = b
             g = g + m * b if nesterov else b
         data[i] = data[i] - lr_ * g
+
+
+@jit(parallel=True)
+def adam(data, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, denom_scale, eps, weight_decay):
+    """One ``torch.optim.Adam`` step (no amsgrad), in place: with
+    ``g = grad + weight_decay * data``, ``exp_avg += (1 - beta1) * (g - exp_avg)``,
+    ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g`` and
+    ``data -= step_size * exp_avg / (sqrt(exp_avg_sq) / denom_scale + eps)``, in torch's
+    order of operations (``step_size = lr / (1 - beta1**t)``,
+    ``denom_scale = sqrt(1 - beta2**t)``, computed by the caller in double precision).
+
+    data, grad, exp_avg, exp_avg_sq: (size,) of one float dtype; the scalars are Python
+    floats, rounded to that dtype as torch does.
+    """
+    t = data.dtype.type
+    w1, b2, w2 = t(1.0 - beta1), t(beta2), t(1.0 - beta2)
+    neg_step, scale, eps_, wd = t(-step_size), t(denom_scale), t(eps), t(weight_decay)
+    for i in prange(data.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + wd * data[i]
+        m = exp_avg[i]
+        m = m + w1 * (g - m)
+        v = b2 * exp_avg_sq[i] + w2 * g * g
+        exp_avg[i], exp_avg_sq[i] = m, v
+        data[i] = data[i] + neg_step * m / (np.sqrt(v) / scale + eps_)
