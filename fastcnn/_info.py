@@ -1,4 +1,4 @@
-"""``fastcnn.info()``: what fastcnn runs on (versions, threads, BLAS, cache, CPU)."""
+"""``fastcnn.info()``: what fastcnn runs on (versions, threads, cache, CPU, vector width)."""
 
 from __future__ import annotations
 
@@ -23,35 +23,20 @@ def info() -> dict:
     """Describe the running fastcnn: a dict of plain values (str, int, list, dict).
 
     Keys: ``fastcnn``, ``python``, ``numpy``, ``numba``, ``llvmlite`` (versions),
-    ``threading_layer``, ``num_threads`` (fastcnn's), ``numba_max_threads``, ``blas``
-    (a list of ``{"library", "version", "num_threads", "threading"}`` from threadpoolctl),
-    ``cache_dir`` (where compiled kernels are cached), ``cpu`` (model name), ``cpu_target``
-    (LLVM's name for it) and ``cpu_features`` (sorted list of enabled LLVM features).
-    Launches Numba's thread pool if it is not running yet.
+    ``num_threads`` (fastcnn's), ``max_threads`` (the cores it may use), ``vector_bytes``
+    (the SIMD width its kernels use), ``cache_dir`` (where compiled kernels are cached),
+    ``cpu`` (model name), ``cpu_target`` (LLVM's name for it) and ``cpu_features`` (sorted
+    list of enabled LLVM features).
     """
     import llvmlite
     import llvmlite.binding as llvm
     import numba
     import numpy as np
-    from threadpoolctl import threadpool_info
 
     import fastcnn
     from fastcnn import _threads
-    from fastcnn._kernels import activation
+    from fastcnn._kernels import activation, simd
 
-    with _threads.guard():  # launches the pool, so the threading layer is known
-        layer = numba.threading_layer()
-    blas = [
-        {
-            "library": lib.get("internal_api"),
-            "version": lib.get("version"),
-            "num_threads": lib.get("num_threads"),
-            "threading": lib.get("threading_layer"),
-            "path": lib.get("filepath"),
-        }
-        for lib in threadpool_info()
-        if lib.get("user_api") == "blas"
-    ]
     features = llvm.get_host_cpu_features()
     return {
         "fastcnn": fastcnn.__version__,
@@ -59,11 +44,10 @@ def info() -> dict:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
-        "threading_layer": layer,
         "num_threads": _threads.get_num_threads(),
-        "numba_max_threads": numba.config.NUMBA_NUM_THREADS,
-        "blas": blas,
-        "cache_dir": activation.relu._cache._cache_path,
+        "max_threads": _threads.MAX_THREADS,
+        "vector_bytes": simd.VECTOR_BYTES,
+        "cache_dir": activation._relu._cache._cache_path,
         "cpu": _cpu_model(),
         "cpu_target": llvm.get_host_cpu_name(),
         "cpu_features": sorted(name for name, on in features.items() if on),
@@ -73,18 +57,19 @@ def info() -> dict:
 def format_info(details: dict | None = None) -> str:
     """Render :func:`info` (or a dict it returned) as aligned ``key: value`` lines."""
     d = info() if details is None else details
-    blas = "; ".join(
-        f"{b['library']} {b['version']} ({b['num_threads']} threads, {b['threading']})"
-        for b in d["blas"]
-    )
+    isa = {64: "AVX-512", 32: "AVX2"}.get(d["vector_bytes"], "")
     rows = [
         ("fastcnn", d["fastcnn"]),
         ("python", d["python"]),
         ("numpy", d["numpy"]),
         ("numba", f"{d['numba']} (llvmlite {d['llvmlite']})"),
-        ("threading layer", d["threading_layer"]),
-        ("threads", f"{d['num_threads']} of {d['numba_max_threads']}"),
-        ("BLAS", blas or "none loaded"),
+        ("threads", f"{d['num_threads']} of {d['max_threads']}"),
+        (
+            "SIMD",
+            f"{d['vector_bytes']}-byte vectors ({isa})"
+            if isa
+            else f"{d['vector_bytes']}-byte vectors",
+        ),
         ("cache dir", d["cache_dir"]),
         ("CPU", f"{d['cpu']} ({d['cpu_target']})"),
         ("CPU features", " ".join(d["cpu_features"])),

@@ -666,11 +666,10 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
     load_start = _load()  # other processes on the cores make timings noisy: say so
     effort = QUICK if args.quick else FULL
     info = fastcnn.info()
-    versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "threading_layer")}
+    versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba")}
     versions["torch"] = torch.__version__ if torch is not None else None
     tutorial = _import_tutorial() if effort.tutorial_samples else None
     versions["scipy"] = sys.modules["scipy"].__version__ if tutorial else None  # the tutorial's
-    versions["blas"] = ", ".join(f"{b['library']} {b['version']}" for b in info["blas"])
     optional = {name for name, lib in (("torch", torch), ("tutorial", tutorial)) if lib}
     gemm = measure_gemm(effort, args.repeats)
     print(

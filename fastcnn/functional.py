@@ -10,9 +10,8 @@ Each function checks its arguments with :mod:`fastcnn._checks` (bad input raises
 ``ValueError``/``TypeError`` naming the argument before any kernel runs), makes its
 inputs C-contiguous and writeable (views, strided, Fortran-ordered and read-only arrays are
 accepted: they are copied once), allocates its outputs and calls the kernels of
-:mod:`fastcnn._kernels` under :func:`fastcnn._threads.guard`, which applies
-:func:`fastcnn.set_num_threads` to Numba and BLAS. Kernels compile on first use and are
-cached on disk.
+:mod:`fastcnn._kernels`, which split big work over :func:`fastcnn.get_num_threads`
+threads. Kernels compile on first use and are cached on disk.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ import math
 
 import numpy as np
 
-from fastcnn import _checks, _matmul
-from fastcnn._kernels import activation, conv, loss, norm, pool
-from fastcnn._threads import guard
+from fastcnn import _checks
+from fastcnn._kernels import activation, conv, gemm, loss, norm, pool
 
 __all__ = [
     "batch_norm2d",
@@ -79,8 +77,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     g = _checks.conv2d_args(x, weight, bias, stride, padding, dilation)
     x, weight, bias = _c(x), _c(weight), _opt(bias)
     out = np.empty((g.n, g.k, g.oh, g.ow), x.dtype)
-    with guard():
-        conv.forward(x, weight, bias, g, out)
+    conv.forward(x, weight, bias, g, out)
     return out
 
 
@@ -94,8 +91,7 @@ def conv2d_grad_input(input_shape, weight, grad_out, stride=1, padding=0, dilati
     g = _checks.conv2d_grad_input_args(input_shape, weight, grad_out, stride, padding, dilation)
     weight, grad_out = _c(weight), _c(grad_out)
     out = np.empty((g.n, g.c, g.h, g.w), weight.dtype)
-    with guard():
-        conv.grad_input(weight, grad_out, g, out)
+    conv.grad_input(weight, grad_out, g, out)
     return out
 
 
@@ -108,8 +104,7 @@ def conv2d_grad_weight(x, weight_shape, grad_out, stride=1, padding=0, dilation=
     g = _checks.conv2d_grad_weight_args(x, weight_shape, grad_out, stride, padding, dilation)
     x, grad_out = _c(x), _c(grad_out)
     out = np.empty((g.k, g.c, g.kh, g.kw), x.dtype)
-    with guard():
-        conv.grad_weight(x, grad_out, g, out)
+    conv.grad_weight(x, grad_out, g, out)
     return out
 
 
@@ -119,8 +114,7 @@ def conv2d_grad_bias(grad_out):
     _checks.conv2d_grad_bias_args(grad_out)
     grad_out = _c(grad_out)
     out = np.empty(grad_out.shape[1], grad_out.dtype)
-    with guard():
-        conv.grad_bias(grad_out, out)
+    conv.grad_bias(grad_out, out)
     return out
 
 
@@ -145,11 +139,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     x3 = x.reshape(planes, g.h, g.w)
     y3 = y.reshape(planes, g.oh, g.ow)
     i3 = indices.reshape(planes, g.oh, g.ow)
-    with guard():
-        if (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (2, 2, 2, 2, 0, 0):
-            pool.max_pool_2x2(x3, y3, i3)
-        else:
-            pool.max_pool(x3, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, y3, i3)
+    if (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (2, 2, 2, 2, 0, 0):
+        pool.max_pool_2x2(x3, y3, i3)
+    else:
+        pool.max_pool(x3, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, y3, i3)
     return y, indices
 
 
@@ -165,12 +158,11 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     indices = _c(indices, np.int64)
     grad_x = np.empty((n, c, h, w), grad_out.dtype)
     per_plane = grad_out.shape[2] * grad_out.shape[3]
-    with guard():
-        pool.max_pool_backward(
-            grad_out.reshape(n * c, per_plane),
-            indices.reshape(n * c, per_plane),
-            grad_x.reshape(n * c, h * w),
-        )
+    pool.max_pool_backward(
+        grad_out.reshape(n * c, per_plane),
+        indices.reshape(n * c, per_plane),
+        grad_x.reshape(n * c, h * w),
+    )
     return grad_x
 
 
@@ -204,8 +196,7 @@ def batch_norm2d(x, weight, bias, running_mean, running_var, training=True, mome
     if training:
         mean = np.empty(c, np.float64)
         var = np.empty(c, np.float64)
-        with guard():
-            invstd = norm.forward_train(x3, weight, bias, eps, y3, mean, var)
+        invstd = norm.forward_train(x3, weight, bias, eps, y3, mean, var)
         if running_mean is not None:
             count = n * h * w  # > 1: checked
             running_mean[...] = (1 - momentum) * running_mean + momentum * mean
@@ -213,8 +204,7 @@ def batch_norm2d(x, weight, bias, running_mean, running_var, training=True, mome
         return y, mean.astype(dtype), invstd.astype(dtype)
     mean = running_mean.astype(dtype)
     invstd = (1 / np.sqrt(running_var.astype(np.float64) + eps)).astype(dtype)
-    with guard():
-        norm.forward_eval(x3, weight, bias, mean, invstd, y3)
+    norm.forward_eval(x3, weight, bias, mean, invstd, y3)
     return y, mean, invstd
 
 
@@ -233,17 +223,16 @@ def batch_norm2d_backward(grad_out, x, weight, save_mean, save_invstd):
     grad_x = np.empty_like(x)
     grad_weight = np.empty(c, x.dtype)
     grad_bias = np.empty(c, x.dtype)
-    with guard():
-        norm.backward(
-            grad_out.reshape(n, c, h * w),
-            x.reshape(n, c, h * w),
-            weight,
-            _c(save_mean),
-            _c(save_invstd),
-            grad_x.reshape(n, c, h * w),
-            grad_weight,
-            grad_bias,
-        )
+    norm.backward(
+        grad_out.reshape(n, c, h * w),
+        x.reshape(n, c, h * w),
+        weight,
+        _c(save_mean),
+        _c(save_invstd),
+        grad_x.reshape(n, c, h * w),
+        grad_weight,
+        grad_bias,
+    )
     return grad_x, grad_weight, grad_bias
 
 
@@ -253,16 +242,14 @@ def batch_norm2d_backward(grad_out, x, weight, save_mean, save_invstd):
 def _unary(kernel, x):
     x = _c(x)
     out = np.empty(x.shape, x.dtype)
-    with guard():
-        kernel(x.reshape(-1), out.reshape(-1))
+    kernel(x.reshape(-1), out.reshape(-1))
     return out
 
 
 def _binary(kernel, grad_out, other):
     grad_out, other = _c(grad_out), _c(other)
     out = np.empty(other.shape, other.dtype)
-    with guard():
-        kernel(grad_out.reshape(-1), other.reshape(-1), out.reshape(-1))
+    kernel(grad_out.reshape(-1), other.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -303,9 +290,7 @@ def linear(x, weight, bias=None):
     """``x @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
     ``x`` (..., in_features), ``weight`` (out_features, in_features), ``bias``
-    (out_features,) or ``None``. Returns (..., out_features) of ``x``'s dtype. The product
-    is BLAS GEMMs through NumPy's ``matmul`` (no Numba kernel can beat them), one per
-    slice of the rows on each of :func:`fastcnn.get_num_threads` threads.
+    (out_features,) or ``None``. Returns (..., out_features) of ``x``'s dtype.
     """
     _checks.linear_args(x, weight, bias)
     x, weight = _c(x), _c(weight)
@@ -313,8 +298,7 @@ def linear(x, weight, bias=None):
     rows = math.prod(x.shape[:-1])  # not -1: that is ambiguous when a size is 0
     out = np.empty(x.shape[:-1] + (out_features,), x.dtype)
     out2 = out.reshape(rows, out_features)
-    with guard():
-        _matmul.matmul(x.reshape(rows, in_features), weight.T, out2)
+    gemm.dots(x.reshape(rows, in_features), weight, out2)
     if bias is not None:
         out2 += bias
     return out
@@ -329,8 +313,7 @@ def _softmax_family(kernel, x, axis):
     x = _c(x)
     out = np.empty(x.shape, x.dtype)
     if x.size:
-        with guard():
-            kernel(_lines(x, axis), _lines(out, axis))
+        kernel(_lines(x, axis), _lines(out, axis))
     return out
 
 
@@ -360,8 +343,7 @@ def cross_entropy(logits, targets):
     _checks.cross_entropy_args(logits, targets)
     logits = _c(logits)
     grad = np.empty(logits.shape, logits.dtype)
-    with guard():
-        total = loss.cross_entropy(logits, _c(targets, np.int64), grad)
+    total = loss.cross_entropy(logits, _c(targets, np.int64), grad)
     return logits.dtype.type(total), grad
 
 
@@ -376,8 +358,5 @@ def binary_cross_entropy(probs, targets, eps=1e-7):
     eps = _checks.binary_cross_entropy_args(probs, targets, eps)
     probs, targets = _c(probs), _c(targets)
     grad = np.empty(probs.shape, probs.dtype)
-    with guard():
-        total = loss.binary_cross_entropy(
-            probs.reshape(-1), targets.reshape(-1), eps, grad.reshape(-1)
-        )
+    total = loss.binary_cross_entropy(probs.reshape(-1), targets.reshape(-1), eps, grad.reshape(-1))
     return probs.dtype.type(total), grad

@@ -28,7 +28,6 @@ import numpy as np
 
 from fastcnn._checks import _is_int, as_float
 from fastcnn._kernels import optim as kernels
-from fastcnn._threads import guard
 
 __all__ = ["SGD", "Adam", "CosineSchedule", "Optimizer"]
 
@@ -89,9 +88,8 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter in place from its ``.grad``; increments ``steps``."""
         self.steps += 1
-        with guard():
-            for i, p in enumerate(self.params):
-                self._update(i, p.data, p.grad)
+        for i, p in enumerate(self.params):
+            self._update(i, p.data, p.grad)
 
     def state_dict(self) -> dict:
         """Return ``{"kind", "hyper", "steps", "buffers"}``; arrays are copies."""

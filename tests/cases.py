@@ -15,13 +15,14 @@ round-off error proportional to its largest terms, not to each small result.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
+from fastcnn import _threads
+
 # Kernels are checked with one thread and with all of them (the ``threads`` fixture of
 # conftest.py; Hypothesis tests draw from the same two counts).
-MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+MAX_THREADS = _threads.MAX_THREADS
 THREADS = [pytest.param(1, id="1thread"), pytest.param(MAX_THREADS, id="all-threads")]
 # The reference (NumPy) warns where NaN and inf arise; the values are what is checked.
 SPECIAL_VALUES = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")

@@ -69,7 +69,7 @@ def test_help_texts(capsys, argv, expected):
 def test_info(capsys):
     code, out, _ = run(["info"], capsys)
     assert code == 0
-    for key in ("numba", "numpy", "threading", "thread", "data cache"):
+    for key in ("numba", "numpy", "simd", "thread", "data cache"):
         assert key in out.lower()
 
 

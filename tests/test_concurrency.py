@@ -4,7 +4,7 @@ threads, each equal bitwise to the same work done serially in one thread.
 
 Numba's workqueue threading layer aborts the process when two threads launch parallel
 kernels at once; fastcnn prefers the thread-safe OpenMP/TBB layers and otherwise
-serialises launches (``fastcnn._threads.guard``). The last test forces the workqueue
+serialises launches (``fastcnn._threads.run``). The last test forces the workqueue
 layer in a child process and runs the same threaded workload there: an abort would show
 as a signal exit code.
 """
@@ -70,12 +70,12 @@ def assert_same(got, want):
 def kernel_workload(seed, repeats=2):
     """Every kernel family on inputs drawn from ``seed``, ``repeats`` times over.
 
-    Big enough that calls from different threads overlap in time: without the guard's
+    Big enough that calls launch on every thread and overlap in time: without the launch
     lock, this workload aborts the workqueue layer (``test_negative_control``).
     """
     rng = np.random.default_rng(seed)
     dt = np.float32
-    x = rng.standard_normal((8, 8, 16, 16)).astype(dt)
+    x = rng.standard_normal((64, 8, 16, 16)).astype(dt)
     w = rng.standard_normal((16, 8, 3, 3)).astype(dt)
     b = rng.standard_normal(16).astype(dt)
     logits = rng.standard_normal((64, 10)).astype(dt)
@@ -97,7 +97,7 @@ def kernel_workload(seed, repeats=2):
         p, idx = F.max_pool2d(r, 2)
         gp = F.max_pool2d_backward(p, idx, r.shape)
         s = F.sigmoid(p)
-        z = F.linear(s.reshape(8, -1)[:, :256], fc)
+        z = F.linear(s.reshape(64, -1)[:, :256], fc)
         loss, gl = F.cross_entropy(logits, targets)
         out.append([y1, g1, y, gx, gw, gb, bn, bn_grads, gp, idx, z, F.log_softmax(z), loss, gl])
     return out
@@ -191,13 +191,17 @@ def test_workqueue_layer_is_serialised_not_aborted():
 
 @pytest.mark.slow
 def test_negative_control():
-    """Without the guard's lock the same child aborts: the workload really overlaps.
+    """Without the launch lock the same child aborts: the workload really overlaps.
 
     (Marked slow, and in principle timing-dependent: a lucky schedule could avoid the
     overlap.)
     """
     proc = _run_workqueue_child(
-        "import fastcnn._threads as T; T._layer_is_thread_safe = lambda: True"
+        "import fastcnn._threads as T; T._start_original = T._start\n"
+        "def _start(launch):\n"
+        "    T._start_original(launch)\n"
+        "    T._serialise = False\n"
+        "T._start = _start"
     )
     assert proc.returncode < 0, "the workqueue layer did not abort without the lock"
     assert "Concurrent access has been detected" in proc.stderr
@@ -206,13 +210,12 @@ def test_negative_control():
 # --- processes forked after kernels ran ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GNU OpenMP threading layer: a child forked after the parent ran a parallel "
-    "kernel is terminated when it runs one (use the 'spawn' or 'forkserver' start method)",
-)
 def test_a_forked_child_can_run_kernels():
-    x, w = np.ones((2, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    """GNU OpenMP terminates a forked child that starts a parallel region after its parent
+    did: the child runs its kernels on one thread instead, with the same results."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8, 16, 16)).astype(np.float32)  # work for every thread
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     want = F.conv2d(x, w)
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if the kernel ran and gave the parent's result

@@ -22,7 +22,9 @@ from numba.core.dispatcher import Dispatcher
 from fastcnn import _config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastcnn"
-KERNEL_MODULES = sorted(p for p in (PACKAGE / "_kernels").glob("*.py") if p.name != "__init__.py")
+KERNEL_MODULES = sorted(
+    p for p in (PACKAGE / "_kernels").glob("*.py") if p.name not in ("__init__.py", "plan.py")
+)
 FORBIDDEN_NAMES = {"njit", "jit", "vectorize", "guvectorize", "cfunc", "stencil", "generated_jit"}
 
 
@@ -103,6 +105,10 @@ def test_every_kernel_is_built_with_the_shared_options(path):
         assert options["nogil"] is True, name
         assert options["error_model"] == "numpy", name
         assert type(kernel._cache).__name__ == "FunctionCache", f"{name} is not cached"
+        if options.get("forceinline"):  # a helper, inlined by LLVM into kernels only
+            assert options["no_cpython_wrapper"] and options["no_cfunc_wrapper"], name
+        else:  # a kernel, which fastcnn._kernels.launch calls by its C entry point
+            assert not options.get("no_cfunc_wrapper"), name
 
 
 def test_import_fastcnn_does_not_import_numba():
@@ -128,8 +134,8 @@ def test_float32_kernels_compute_in_float32(tmp_path):
         activation.sigmoid_backward(x.ravel(), x.ravel(), out.ravel())
         loss.log_softmax(x, out)
         pool.max_pool(x, 2, 2, 2, 2, 0, 0, y, idx)
-        for kernel in (activation.sigmoid, activation.sigmoid_backward, loss.log_softmax,
-                       pool.max_pool):
+        for kernel in (activation._sigmoid, activation._sigmoid_backward, loss._log_softmax,
+                       pool._max_pool):
             (ir,) = kernel.inspect_llvm().values()
             print(kernel.__name__, "double" in ir)
         """

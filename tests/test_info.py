@@ -28,9 +28,9 @@ def test_info_reports_versions_and_threads():
     assert d["numpy"] == np.__version__
     assert d["numba"] == numba.__version__
     assert d["llvmlite"] == llvmlite.__version__
-    assert d["threading_layer"] in {"omp", "tbb", "workqueue"}
     assert d["num_threads"] == fastcnn.get_num_threads()
-    assert d["numba_max_threads"] == numba.config.NUMBA_NUM_THREADS
+    assert d["max_threads"] == len(os.sched_getaffinity(0))
+    assert d["vector_bytes"] in (32, 64)
     json.dumps(d)  # plain values only
 
 
@@ -46,12 +46,11 @@ def test_info_reports_the_cpu_and_cache():
 def test_info_follows_set_num_threads(one_thread):
     d = fastcnn.info()
     assert d["num_threads"] == 1
-    assert all(lib["num_threads"] == 1 for lib in d["blas"])
 
 
 def test_format_info_shows_every_field():
     d = fastcnn.info()
     text = format_info(d)
-    for value in (d["numpy"], d["numba"], d["threading_layer"], d["cache_dir"], d["cpu"]):
+    for value in (d["numpy"], d["numba"], d["vector_bytes"], d["cache_dir"], d["cpu"]):
         assert str(value) in text
     assert text.splitlines()[0].startswith("fastcnn:")

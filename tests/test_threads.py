@@ -1,9 +1,6 @@
-"""fastcnn.set_num_threads / get_num_threads and the guard around every kernel call.
-
-The concurrency tests run parallel kernels from several Python threads at once (started
-together at a barrier) and compare every result with the one computed beforehand on one
-thread: same inputs and same thread count give bitwise the same result.
-"""
+"""fastcnn.set_num_threads / get_num_threads, and how an op's work is split over threads
+(``fastcnn._threads.parts``, ``bounds`` and ``run``, which launches a kernel's parts on
+Numba's thread pool through ``fastcnn._kernels.launch``)."""
 
 from __future__ import annotations
 
@@ -12,19 +9,17 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
-import numba
 import numpy as np
 import pytest
 from cases import make_rng, randn
-from threadpoolctl import threadpool_info
 
 import fastcnn
 from fastcnn import _threads
 from fastcnn import functional as F
+from fastcnn._config import jit
 
-MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+MAX_THREADS = _threads.MAX_THREADS
 
 
 @pytest.fixture
@@ -69,95 +64,83 @@ def test_set_num_threads_rejects(n, error, restore_threads):
     assert fastcnn.get_num_threads() == before
 
 
-def _blas_threads():
-    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-
-
-@pytest.mark.parametrize("n", [1, MAX_THREADS], ids=["one", "all"])
-def test_guard_applies_the_count_to_numba_and_blas(n, restore_threads):
-    fastcnn.set_num_threads(n)
-    seen = {}
-
-    def worker():  # a fresh Python thread: Numba's count there is its own
-        with _threads.guard():
-            seen["numba"] = numba.get_num_threads()
-            seen["blas"] = _blas_threads()
-
-    t = threading.Thread(target=worker)
-    t.start()
-    t.join()
-    assert seen["numba"] == n
-    assert seen["blas"] <= {n}  # empty if no BLAS is loaded
-
-
-def test_guard_is_reentrant():
-    with _threads.guard(), _threads.guard():
-        assert numba.get_num_threads() == fastcnn.get_num_threads()
-
-
-# --- slices of the batch on several threads --------------------------------------------
+# --- parts of an op's work -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "n, threads, expected",
+    ("n", "work", "grain", "threads", "expected"),
     [
-        pytest.param(10, 1, [(0, 10)], id="one-thread"),
-        pytest.param(1, 2, [(0, 1)], id="one-item"),
-        pytest.param(0, 2, [(0, 0)], id="no-items"),
-        pytest.param(7, 2, [(0, 3), (3, 7)], id="odd"),
+        pytest.param(10, 1e9, 1, 1, 1, id="one-thread"),
+        pytest.param(10, 10, 100, 4, 1, id="too-little-work"),
+        pytest.param(10, 350, 100, 4, 3, id="work-for-three"),
+        pytest.param(3, 1e9, 1, 4, 3, id="fewer-items-than-threads"),
+        pytest.param(0, 1e9, 1, 4, 1, id="no-items"),
+        pytest.param(10, 1e9, 1, 4, 4, id="every-thread"),
     ],
 )
-def test_slices_cover_the_range(n, threads, expected, restore_threads):
-    if threads > MAX_THREADS:
-        pytest.skip(f"needs {threads} threads")
-    fastcnn.set_num_threads(threads)
-    assert _threads.slices(n) == expected
+def test_parts_follow_threads_items_and_work(n, work, grain, threads, expected, monkeypatch):
+    monkeypatch.setattr(_threads, "_num_threads", threads)
+    assert _threads.parts(n, work, grain) == expected
 
 
-@pytest.mark.skipif(MAX_THREADS < 2, reason="needs two threads")
-def test_run_slices_runs_each_slice_once_on_its_own_thread_with_one_thread_pools(
-    restore_threads,
-):
-    fastcnn.set_num_threads(2)
+@pytest.mark.parametrize(("n", "count"), [(10, 1), (10, 3), (7, 2), (2, 2)])
+def test_bounds_cover_the_range(n, count):
+    got = [_threads.bounds(part, count, n) for part in range(count)]
+    assert got[0][0] == 0 and got[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:], strict=False))
+    sizes = [stop - start for start, stop in got]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@jit()
+def _mark(part, start, stop, out, seen):
+    """out[start:stop] = part; seen[part] = the number of parts that ran it."""
+    for i in range(start, stop):
+        out[i] = part
+    seen[part] += 1
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8])
+def test_run_calls_each_part_once_with_its_bounds(count):
+    n = 17
+    out, seen = np.full(n, -1, np.int64), np.zeros(count, np.int64)
+    _threads.run(_mark, count, n, out, seen)
+    want = np.concatenate(
+        [
+            np.full(b - a, part)
+            for part, (a, b) in enumerate(_threads.bounds(p, count, n) for p in range(count))
+        ]
+    )
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(seen, np.ones(count))
+
+
+def test_small_ops_run_as_one_part(monkeypatch):
+    """A small convolution is less work than a thread is worth: it runs as one part, on
+    the calling thread."""
     seen = []
-    with _threads.guard():
-        _threads.run_slices(
-            lambda a, b: seen.append((a, b, threading.get_ident(), numba.get_num_threads(),
-                                      _blas_threads())),
-            [(0, 3), (3, 7)],
-        )  # fmt: skip
-        after = _blas_threads()
-    assert sorted(s[:2] for s in seen) == [(0, 3), (3, 7)]
-    assert len({s[2] for s in seen}) == 2
-    assert all(s[3] == 1 and s[4] <= {1} for s in seen)
-    assert after <= {2}  # BLAS is given its count back
+    real = _threads.run
 
+    def spy(kernel, count, n, *args):
+        seen.append(count)
+        return real(kernel, count, n, *args)
 
-@pytest.mark.skipif(MAX_THREADS < 2, reason="needs two threads")
-def test_run_slices_raises_a_slice_error_after_every_slice_has_returned(restore_threads):
-    fastcnn.set_num_threads(2)
-    finished = []
-
-    def work(a, b):
-        if a == 0:
-            raise ZeroDivisionError("first slice")
-        time.sleep(0.05)  # the other slice is still running when the first fails
-        finished.append(b)
-
-    with _threads.guard(), pytest.raises(ZeroDivisionError, match="first slice"):
-        _threads.run_slices(work, [(0, 1), (1, 2)])
-    assert finished == [2]
+    monkeypatch.setattr(_threads, "run", spy)
+    monkeypatch.setattr(_threads, "_num_threads", MAX_THREADS)
+    x = np.ones((4, 8, 6, 6), np.float32)  # 4 images, but less work than a thread is worth
+    F.conv2d(x, np.ones((16, 8, 3, 3), np.float32))
+    assert seen == [1]
 
 
 # --- several Python threads at once --------------------------------------------------
 
 
 def _workloads(seed):
-    """Named calls of parallel kernels on inputs of their own."""
+    """Named calls of kernels on inputs of their own, big enough to launch on every thread."""
     rng = make_rng(seed)
-    x = randn(rng, (8, 6, 14, 14), np.float32)
-    w = randn(rng, (5, 6, 3, 3), np.float32)
-    gamma = randn(rng, 6, np.float32)
+    x = randn(rng, (64, 8, 16, 16), np.float32)  # enough work for every thread
+    w = randn(rng, (5, 8, 3, 3), np.float32)
+    gamma = randn(rng, 8, np.float32)
     logits = randn(rng, (32, 10), np.float64)
     targets = rng.integers(0, 10, 32)
     return {
@@ -211,7 +194,7 @@ def test_concurrent_python_threads_get_correct_results(n_threads, restore_thread
 
 def test_workqueue_layer_is_serialised():
     """Under Numba's workqueue layer (which aborts on concurrent parallel launches) the
-    guard serialises the calls: the same concurrent run exits cleanly and correctly."""
+    launches are serialised: the same concurrent run exits cleanly and correctly."""
     script = textwrap.dedent(
         """
         import numba, numpy as np, sys
@@ -250,7 +233,7 @@ if sys.argv[1] == "torch":
 import numba
 import fastcnn
 from fastcnn import functional as F
-F.relu(np.zeros(4, np.float32))
+F.relu(np.zeros(1 << 20, np.float32))  # enough work for every thread
 
 @numba.njit(parallel=True)
 def ids(a):

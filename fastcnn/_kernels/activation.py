@@ -1,22 +1,22 @@
 """Element-wise activations over flat (1-D, C-contiguous) arrays, and ``exp_nonpos``.
 
-Each kernel is a ``prange`` over elements; every iteration writes only its own output
-element, so nothing races. (A parallel launch costs a few microseconds, which even the
-smallest layer of a small net hardly notices, so there is no separate serial build.)
-NaN propagates as in PyTorch: ``relu(nan) = nan``, ``sigmoid(nan) = nan``.
+Each kernel runs over elements ``i0 .. i1-1``; big arrays are split over threads
+(:mod:`fastcnn._threads`), each part writing only its own elements. NaN propagates as in
+PyTorch: ``relu(nan) = nan``, ``sigmoid(nan) = nan``.
 
 ``exp_nonpos`` is an exponential that LLVM can vectorise (``math.exp`` is a scalar libm
-call per element, 5-10x slower here); sigmoid, softmax and the cross-entropy only ever need
-``exp`` of a non-positive argument (``-|x|`` or ``x - max``), which keeps it simple.
+call per element); sigmoid, softmax and the cross-entropy only ever need ``exp`` of a
+non-positive argument (``-|x|`` or ``x - max``), which keeps it simple.
 """
 
 import math
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.extending import intrinsic, overload
 
+from fastcnn import _threads
 from fastcnn._config import jit
 
 
@@ -79,38 +79,69 @@ def _exp_nonpos_overload(t):
     return None
 
 
-@jit(parallel=True)
+def _elementwise(kernel, *arrays) -> None:
+    """Run ``kernel`` over the elements of the flat ``arrays`` (the last one the output)."""
+    size = arrays[-1].size
+    _threads.run(kernel, _threads.parts(size, size, _threads.GRAIN_ELEMENTS), size, *arrays)
+
+
 def relu(x, out):
     """out = max(x, 0), NaN kept. x, out: (size,)."""
+    _elementwise(_relu, x, out)
+
+
+def relu_backward(grad_out, x, out):
+    """out = grad_out where x > 0 or x is NaN, else 0 (torch's ``threshold_backward``)."""
+    _elementwise(_relu_backward, grad_out, x, out)
+
+
+def sigmoid(x, out):
+    """out = 1 / (1 + exp(-x)), without overflow. x, out: (size,)."""
+    _elementwise(_sigmoid, x, out)
+
+
+def sigmoid_backward(grad_out, y, out):
+    """out = grad_out * y * (1 - y), y the sigmoid's output. All (size,)."""
+    _elementwise(_sigmoid_backward, grad_out, y, out)
+
+
+# Each kernel slices its part of the arrays first: indexing from 0 lets LLVM drop the
+# negative-index checks and vectorise.
+
+
+@jit()
+def _relu(part, i0, i1, x, out):
+    x, out = x[i0:i1], out[i0:i1]
     zero = x.dtype.type(0)
-    for i in prange(x.size):
+    for i in range(out.size):
         v = x[i]
         out[i] = zero if v <= zero else v
 
 
-@jit(parallel=True)
-def relu_backward(grad_out, x, out):
-    """out = grad_out where x > 0 or x is NaN, else 0 (torch's ``threshold_backward``)."""
+@jit()
+def _relu_backward(part, i0, i1, grad_out, x, out):
+    grad_out, x, out = grad_out[i0:i1], x[i0:i1], out[i0:i1]
     zero = x.dtype.type(0)
-    for i in prange(x.size):
+    for i in range(out.size):
         out[i] = zero if x[i] <= zero else grad_out[i]
 
 
-@jit(parallel=True)
-def sigmoid(x, out):
-    """out = 1 / (1 + exp(-x)), evaluated as 1 / (1 + e) for x >= 0 and e / (1 + e) for
-    x < 0 with e = exp(-|x|) <= 1, so nothing overflows. x, out: (size,)."""
+@jit()
+def _sigmoid(part, i0, i1, x, out):
+    """Evaluated as 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 with e = exp(-|x|) <= 1,
+    so nothing overflows."""
+    x, out = x[i0:i1], out[i0:i1]
     zero, one = x.dtype.type(0), x.dtype.type(1)
-    for i in prange(x.size):
+    for i in range(out.size):
         v = x[i]
         e = exp_nonpos(-abs(v))  # NaN for NaN
         s = one / (one + e)
         out[i] = s if v >= zero else e * s
 
 
-@jit(parallel=True)
-def sigmoid_backward(grad_out, y, out):
-    """out = grad_out * y * (1 - y), y the sigmoid's output. All (size,)."""
+@jit()
+def _sigmoid_backward(part, i0, i1, grad_out, y, out):
+    grad_out, y, out = grad_out[i0:i1], y[i0:i1], out[i0:i1]
     one = y.dtype.type(1)
-    for i in prange(y.size):
+    for i in range(out.size):
         out[i] = grad_out[i] * y[i] * (one - y[i])

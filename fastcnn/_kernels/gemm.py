@@ -1,30 +1,28 @@
-"""Register-blocked matrix products for ``linear`` and its layer, all threads in one kernel.
+"""Register-blocked matrix products for ``linear`` and its layer.
 
 - :func:`product`, ``c (M, N) = A (M, R) @ b (R, N)``: a block of 6 rows of ``c`` x 2 SIMD
-  vectors of its columns (12 accumulators, :mod:`fastcnn._simd`) runs over ``r``: per
-  step, 2 vector loads of a row of ``b``, 6 broadcasts of ``A``, 12 fused multiply-adds.
-  ``A`` is read through strides, so it may be a transposed view (the weight gradient
-  ``grad_out.T @ x``) at no cost; ``b`` must have contiguous rows (the input gradient
-  ``grad_out @ weight``).
+  vectors of its columns (12 accumulators, :mod:`fastcnn._kernels.simd`) runs over ``r``:
+  per step, 2 vector loads of a row of ``b``, 6 broadcasts of ``A``, 12 fused
+  multiply-adds. ``A`` is read through strides, so it may be a transposed view (the
+  weight gradient ``grad_out.T @ x``) at no cost.
 - :func:`dots`, ``c (M, N) = a (M, R) @ b (N, R).T`` (the forward ``x @ weight.T``): the
   vectors run along ``r``, where both rows are contiguous: a block of 3 rows of ``a`` x 4
   of ``b`` (12 accumulators), per step 7 vector loads and 12 multiply-adds, then each
   accumulator's lanes are summed. No transposed copy of the weight is needed.
 
-Each output element is one sum in a fixed order and each task of the parallel loop owns
-its elements: the result does not depend on the thread count.
+Each output element is one sum in a fixed order, and big products are split over
+threads by blocks of columns of ``c`` (:mod:`fastcnn._threads`), each part owning its
+columns: the result does not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
+from fastcnn import _threads
 from fastcnn._config import jit
-from fastcnn._kernels.conv_blocked import vector_bytes
-from fastcnn._simd import (
+from fastcnn._kernels.simd import (
     VECTOR_BYTES,
-    WIDE_BYTES,
     lanes,
     token,
     vbroadcast,
@@ -38,17 +36,31 @@ from fastcnn._simd import (
 ROWS = 6  # rows of c per block of product
 DOT_ROWS, DOT_COLS = 3, 4  # rows of a and of b per block of dots
 DOT_CHUNK = 1024  # elements of r per pass of dots: a chunk of a's rows stays in L2
+GRAIN = 1_000_000  # multiply-adds that pay for a thread
 
 
-@jit(parallel=True)
-def _product(a, row_step, col_step, b, c, vec):
-    """``c[i, j] = sum_r a[i*row_step + r*col_step] * b[r, j]``.
+def product(a, b, out) -> None:
+    """``out (M, N) = a (M, R) @ b (R, N)``, all of one float dtype: ``a`` C-contiguous or
+    the transpose of a C-contiguous array (read in place), else copied; ``b`` and ``out``
+    C-contiguous."""
+    if not (a.flags.c_contiguous or a.T.flags.c_contiguous):
+        a = np.ascontiguousarray(a)
+    flat = a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
+    rows, cols = (s // a.itemsize for s in a.strides)
+    m, n = out.shape
+    if n == 0 or m == 0:
+        return
+    blocks = -(-n // (2 * (VECTOR_BYTES // out.itemsize)))
+    count = _threads.parts(blocks, m * n * b.shape[0], GRAIN)
+    _threads.run(_product, count, blocks, flat, rows, cols, b, out, token(VECTOR_BYTES))
 
-    a: flat (any size covering the strides); b (R, N) and c (M, N) C-contiguous, with N a
-    whole number of blocks of 2 vectors; vec: the vector width
-    (:func:`fastcnn._simd.token`).
 
-    Parallel over blocks of columns: each writes only its columns of c.
+@jit()
+def _product(part, block0, block1, a, row_step, col_step, b, c, vec):
+    """``c[i, j] = sum_r a[i*row_step + r*col_step] * b[r, j]`` for the columns of blocks
+    ``block0 .. block1-1`` (2 vectors each; a short last block column by column).
+
+    a: flat (any size covering the strides); b (R, N) and c (M, N) C-contiguous.
     """
     m, n = c.shape
     depth = b.shape[0]
@@ -56,8 +68,16 @@ def _product(a, row_step, col_step, b, c, vec):
     lane = lanes(cf, vec)
     width = 2 * lane
     last = m - 1
-    for block in prange(n // width):
+    for block in range(block0, block1):
         j0 = block * width
+        if j0 + width > n:  # the short last block
+            for i in range(m):
+                for j in range(j0, n):
+                    total = cf.dtype.type(0)
+                    for r in range(depth):
+                        total += a[i * row_step + r * col_step] * bf[r * n + j]
+                    cf[i * n + j] = total
+            continue
         for i0 in range(0, m, ROWS):
             # A short last block repeats its last row, storing the same values.
             i1, i2 = min(i0 + 1, last), min(i0 + 2, last)
@@ -96,35 +116,28 @@ def _product(a, row_step, col_step, b, c, vec):
             vstore(cf, i5 * n + j0 + lane, a51)
 
 
-def fits(n: int, dtype) -> bool:
-    """Whether :func:`product` takes ``N = n`` columns of ``dtype`` in whole blocks."""
-    return vector_bytes(n, dtype) > 0
+def dots(a, b, out) -> None:
+    """``out (M, N) = a (M, R) @ b (N, R).T``, all C-contiguous of one float dtype."""
+    m, n = out.shape
+    if a.shape[1] == 0:
+        out[...] = 0
+        return
+    if out.size == 0:
+        return
+    blocks = -(-n // DOT_COLS)
+    count = _threads.parts(blocks, m * n * a.shape[1], GRAIN)
+    _threads.run(_dots, count, blocks, a, b, out, token(VECTOR_BYTES))
 
 
-def product(a, b, out) -> None:
-    """``out (M, N) = a (M, R) @ b (R, N)``, all of one float dtype: ``a`` C-contiguous or
-    the transpose of a C-contiguous array (read in place), else copied; ``b`` and ``out``
-    C-contiguous; :func:`fits` ``N``."""
-    if not (a.flags.c_contiguous or a.T.flags.c_contiguous):
-        a = np.ascontiguousarray(a)
-    flat = a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
-    rows, cols = (s // a.itemsize for s in a.strides)
-    # Wide vectors: 4-16% faster on the linear layers of the MNIST net (measured).
-    _product(flat, rows, cols, b, out, token(vector_bytes(out.shape[1], out.dtype, WIDE_BYTES)))
-
-
-@jit(parallel=True)
-def _dots(a, b, c, vec):
-    """``c[i, j] = sum_r a[i, r] * b[j, r]`` for a (M, R), b (N, R), c (M, N), all
-    C-contiguous; vec: the vector width (:func:`fastcnn._simd.token`).
-
-    Parallel over blocks of rows of b (columns of c): each writes only its columns.
-    """
+@jit()
+def _dots(part, block0, block1, a, b, c, vec):
+    """``c[i, j] = sum_r a[i, r] * b[j, r]`` for the rows ``j`` of b in blocks ``block0 ..
+    block1-1`` of :data:`DOT_COLS`; a (M, R), b (N, R), c (M, N), all C-contiguous."""
     m, n = c.shape
     depth = a.shape[1]
     af, bf = a.reshape(-1), b.reshape(-1)
     lane = lanes(af, vec)
-    for block in prange(-(-n // DOT_COLS)):
+    for block in range(block0, block1):
         # A short last block repeats its last row or column; repeats are not stored.
         j0 = block * DOT_COLS
         j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
@@ -165,16 +178,3 @@ def _dots(a, b, c, vec):
                             c[i0 + di, j0 + dj] = total
                         else:
                             c[i0 + di, j0 + dj] += total
-
-
-def dots_fit(depth: int, dtype) -> bool:
-    """Whether :func:`dots` over ``R = depth`` has at least one whole vector."""
-    return depth >= VECTOR_BYTES // np.dtype(dtype).itemsize
-
-
-def dots(a, b, out) -> None:
-    """``out (M, N) = a (M, R) @ b (N, R).T``, all C-contiguous of one float dtype."""
-    if a.shape[1] == 0:
-        out[...] = 0
-    elif out.size:
-        _dots(a, b, out, token(VECTOR_BYTES))

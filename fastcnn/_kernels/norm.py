@@ -1,21 +1,21 @@
 """Batch normalisation over the channels of ``(N, C, H*W)`` arrays.
 
-The training kernels run ``prange`` over channels: a channel's statistics, its output
-values and its parameter gradients are touched by one iteration only, so nothing races.
-One channel's data (N planes of H*W values) is small enough to stay in cache across the
-passes. Sums run in the input dtype over one plane (in SIMD vectors, by
-:func:`fastcnn._simd.centred_sums`) and are accumulated across planes in float64, so
-float32 statistics stay accurate to about 1e-6 relative; the variance is a second pass
-over ``x - mean`` (no cancellation).
+The training kernels run over a range of channels (big inputs split over threads,
+:mod:`fastcnn._threads`): a channel's statistics, its output values and its parameter
+gradients belong to one part. One channel's data (N planes of H*W values) is small
+enough to stay in cache across the passes. Sums run in the input dtype over one plane
+(in SIMD vectors, by :func:`fastcnn._kernels.simd.centred_sums`) and are accumulated
+across planes in float64, so float32 statistics stay accurate to about 1e-6 relative;
+the variance is a second pass over ``x - mean`` (no cancellation).
 """
 
 import math
 
 import numpy as np
-from numba import prange
 
+from fastcnn import _threads
 from fastcnn._config import jit
-from fastcnn._simd import VECTOR_BYTES, centred_sums, token
+from fastcnn._kernels.simd import VECTOR_BYTES, centred_sums, token
 
 
 def forward_train(x, weight, bias, eps, y, mean, var):
@@ -24,7 +24,15 @@ def forward_train(x, weight, bias, eps, y, mean, var):
     x, y: (N, C, HW) C-contiguous; weight, bias: (C,); eps: float. Fills ``mean`` and the
     biased ``var`` (both float64, (C,)) and y = (x - mean) * invstd * weight + bias.
     """
-    return _forward_train(x, weight, bias, eps, y, mean, var, token(VECTOR_BYTES))
+    invstd = np.empty(x.shape[1], np.float64)
+    _over_channels(_forward_train, x, weight, bias, eps, y, mean, var, invstd)
+    return invstd
+
+
+def _over_channels(kernel, x, *args) -> None:
+    c = x.shape[1]
+    count = _threads.parts(c, x.size, _threads.GRAIN_ELEMENTS)
+    _threads.run(kernel, count, c, x, *args, token(VECTOR_BYTES))
 
 
 def backward(grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias):
@@ -35,19 +43,16 @@ def backward(grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias):
     grad_bias = sum(g), grad_weight = sum(g * xhat),
     grad_x = weight * invstd * (g - grad_bias / M - xhat * grad_weight / M).
     """
-    _backward(
-        grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias, token(VECTOR_BYTES)
-    )
+    _over_channels(_backward, x, grad_out, weight, mean, invstd, grad_x, grad_weight, grad_bias)
 
 
-@jit(parallel=True)
-def _forward_train(x, weight, bias, eps, y, mean, var, width):
+@jit()
+def _forward_train(part, c0, c1, x, weight, bias, eps, y, mean, var, invstd, width):
     n, c, hw = x.shape
     count = n * hw
     flat = x.reshape(-1)
     zero = x.dtype.type(0)
-    invstd = np.empty(c, np.float64)
-    for ch in prange(c):
+    for ch in range(c0, c1):
         total = 0.0
         for i in range(n):
             total += centred_sums(flat, zero, None, zero, (i * c + ch) * hw, hw, width)[0]
@@ -63,18 +68,22 @@ def _forward_train(x, weight, bias, eps, y, mean, var, width):
         for i in range(n):
             for k in range(hw):
                 y[i, ch, k] = (x[i, ch, k] - mu) * scale + shift
-    return invstd
 
 
-@jit(parallel=True)
 def forward_eval(x, weight, bias, mean, invstd, y):
     """y = (x - mean) * invstd * weight + bias with given statistics.
 
-    x, y: (N, C, HW); weight, bias, mean, invstd: (C,) of x's dtype. ``prange`` over the
-    N*C planes, each writing its own plane of y.
+    x, y: (N, C, HW); weight, bias, mean, invstd: (C,) of x's dtype.
     """
+    planes = x.shape[0] * x.shape[1]
+    count = _threads.parts(planes, x.size, _threads.GRAIN_ELEMENTS)
+    _threads.run(_forward_eval, count, planes, x, weight, bias, mean, invstd, y)
+
+
+@jit()
+def _forward_eval(part, p0, p1, x, weight, bias, mean, invstd, y):
     n, c, hw = x.shape
-    for p in prange(n * c):
+    for p in range(p0, p1):
         i = p // c
         ch = p - i * c
         mu = mean[ch]
@@ -84,13 +93,14 @@ def forward_eval(x, weight, bias, mean, invstd, y):
             y[i, ch, k] = (x[i, ch, k] - mu) * scale + shift
 
 
-@jit(parallel=True)
-def _backward(grad_out, x, weight, mean, invstd, grad_x, grad_weight, grad_bias, width):
+@jit()
+def _backward(part, c0, c1, x, grad_out, weight, mean, invstd, grad_x, grad_weight, grad_bias,
+              width):  # fmt: skip
     n, c, hw = x.shape
     count = n * hw
     g_flat, x_flat = grad_out.reshape(-1), x.reshape(-1)
     zero = x.dtype.type(0)
-    for ch in prange(c):
+    for ch in range(c0, c1):
         mu = mean[ch]
         sum_g = 0.0
         sum_gd = 0.0

@@ -1,19 +1,18 @@
 """Max-pooling with int64 indices, and its backward, over ``(planes, H, W)`` arrays.
 
-Every kernel runs ``prange`` over the N*C planes (the 2x2 forward over one static part of
-them per thread): a plane's outputs (and, backward, its whole input gradient, overlapping
-windows included) belong to one iteration, so nothing races. Indices are flat within a
+Every kernel runs over a range of the N*C planes (big inputs split over threads,
+:mod:`fastcnn._threads`): a plane's outputs (and, backward, its whole input gradient,
+overlapping windows included) belong to one part. Indices are flat within a
 plane (``h * W + w``), as torch's ``return_indices``. Padding counts as minus infinity; a
 window keeps its first maximum in row-major order, and a NaN wins its window (the last NaN
 if several, as torch's CPU kernel and the reference).
 """
 
-import numba
 import numpy as np
-from numba import prange
 
+from fastcnn import _threads
 from fastcnn._config import jit
-from fastcnn._simd import (
+from fastcnn._kernels.simd import (
     SLOW_MASKED_STORES,
     VECTOR_BYTES,
     lanes,
@@ -28,23 +27,31 @@ from fastcnn._simd import (
 )
 
 
-@jit()
+@jit(inline=True)
 def _beats(v, m):
     """Does ``v`` replace the running maximum ``m``? torch's test: larger, or NaN."""
     return v > m or v != v
 
 
-@jit(parallel=True)
-def max_pool(x, kh, kw, sh, sw, ph, pw, y, indices):
-    """Any window, stride and padding. x: (P, H, W); y, indices: (P, OH, OW).
+def _over_planes(kernel, x, *args) -> None:
+    planes = x.shape[0]
+    count = _threads.parts(planes, x.size, _threads.GRAIN_ELEMENTS)
+    _threads.run(kernel, count, planes, x, *args)
 
-    Windows wholly inside the input skip the bounds tests (about 20% faster); windows
-    that overlap the padding test each tap.
-    """
+
+def max_pool(x, kh, kw, sh, sw, ph, pw, y, indices):
+    """Any window, stride and padding. x: (P, H, W); y, indices: (P, OH, OW)."""
+    _over_planes(_max_pool, x, kh, kw, sh, sw, ph, pw, y, indices)
+
+
+@jit()
+def _max_pool(part, p0, p1, x, kh, kw, sh, sw, ph, pw, y, indices):
+    """Windows wholly inside the input skip the bounds tests; windows that overlap the
+    padding test each tap."""
     planes, h, w = x.shape
     _, oh, ow = y.shape
     neg_inf = x.dtype.type(-np.inf)
-    for p in prange(planes):
+    for p in range(p0, p1):
         for i in range(oh):
             h0 = i * sh - ph
             for j in range(ow):
@@ -83,42 +90,40 @@ def max_pool_2x2(x, y, indices):
     nbytes = VECTOR_BYTES
     while SLOW_MASKED_STORES and nbytes > 16 and y.shape[2] * y.itemsize < nbytes:
         nbytes //= 2  # vectors that a row's outputs fill: whole ones, with no masks
-    parts = min(x.shape[0], numba.get_num_threads())
-    _max_pool_2x2(x, y, indices, parts, token(nbytes))
+    _over_planes(_max_pool_2x2, x, y, indices, token(nbytes))
 
 
-@jit(parallel=True)
-def _max_pool_2x2(x, y, indices, parts, vec):
-    """:func:`max_pool_2x2` with vectors of width ``vec`` (:func:`fastcnn._simd.token`).
+@jit()
+def _max_pool_2x2(part, p0, p1, x, y, indices, vec):
+    """:func:`max_pool_2x2` with vectors of width ``vec`` (:func:`fastcnn._kernels.simd.token`).
 
     SIMD along an output row, ``lanes`` outputs at a time (:func:`_window_maxima`). Rows of
     at least ``lanes`` outputs run in whole vectors, the last one overlapping the one
     before it (its outputs are computed twice, to the same bits); shorter rows in one
-    masked vector. Planes in one static part per thread.
+    masked vector.
     """
-    planes, h, w = x.shape
+    h, w = x.shape[1], x.shape[2]
     _, oh, ow = y.shape
     xf, yf, jf = x.reshape(-1), y.reshape(-1), indices.reshape(-1)
-    for part in prange(parts):
-        lane = lanes(xf, vec)  # here, not outside: a constant in the parallel loop's body
-        # Each candidate's offset from its window's first element.
-        tags = (vzero(xf, vec), vfill(xf, 1, vec), vfill(xf, w, vec), vfill(xf, w + 1, vec))
-        for p in range(part * planes // parts, (part + 1) * planes // parts):
-            for i in range(oh):
-                row = 2 * i * w  # the window's top row, within the plane
-                top, out = p * h * w + row, (p * oh + i) * ow
-                if ow < lane:
-                    k0, k1 = min(2 * ow, lane), max(2 * ow - lane, 0)
-                    _window_maxima(xf, yf, jf, top, out, row, w, 0, ow, k0, k1, tags, vec)
-                    continue
-                for j in range(0, ow, lane):
-                    # Whole vectors: constant counts, so the masks fold into plain loads
-                    # and stores.
-                    j0 = min(j, ow - lane)
-                    _window_maxima(xf, yf, jf, top, out, row, w, j0, lane, lane, lane, tags, vec)
+    lane = lanes(xf, vec)
+    # Each candidate's offset from its window's first element.
+    tags = (vzero(xf, vec), vfill(xf, 1, vec), vfill(xf, w, vec), vfill(xf, w + 1, vec))
+    for p in range(p0, p1):
+        for i in range(oh):
+            row = 2 * i * w  # the window's top row, within the plane
+            top, out = p * h * w + row, (p * oh + i) * ow
+            if ow < lane:
+                k0, k1 = min(2 * ow, lane), max(2 * ow - lane, 0)
+                _window_maxima(xf, yf, jf, top, out, row, w, 0, ow, k0, k1, tags, vec)
+                continue
+            for j in range(0, ow, lane):
+                # Whole vectors: constant counts, so the masks fold into plain loads and
+                # stores.
+                j0 = min(j, ow - lane)
+                _window_maxima(xf, yf, jf, top, out, row, w, j0, lane, lane, lane, tags, vec)
 
 
-@jit(inline="always")
+@jit(inline=True)
 def _window_maxima(xf, yf, jf, top, out, row, w, j0, n, k0, k1, tags, vec):
     """Outputs ``j0 .. j0 + n`` of the output row at ``yf[out]``, whose windows' top row
     starts at ``xf[top]`` (``row`` within its plane): the two input rows' ``2 * n``
@@ -137,16 +142,20 @@ def _window_maxima(xf, yf, jf, top, out, row, w, j0, n, k0, k1, tags, vec):
     vstore_offsets_head(jf, out + j0, tag, n, row + 2 * j0, 2)
 
 
-@jit(parallel=True)
 def max_pool_backward(grad_out, indices, grad_x):
     """grad_x[p, indices[p, k]] += grad_out[p, k]; the rest of grad_x is zero.
 
     grad_out, indices: (P, OH*OW); grad_x: (P, H*W). Windows may overlap (several k
-    pointing at one element): one iteration owns the whole plane, so the sums are serial.
+    pointing at one element): a plane belongs to one part, so its sums are serial.
     """
-    planes, size = grad_x.shape
+    _over_planes(_max_pool_backward, grad_x, grad_out, indices)
+
+
+@jit()
+def _max_pool_backward(part, p0, p1, grad_x, grad_out, indices):
+    size = grad_x.shape[1]
     zero = grad_x.dtype.type(0)
-    for p in prange(planes):
+    for p in range(p0, p1):
         for k in range(size):
             grad_x[p, k] = zero
         for k in range(grad_out.shape[1]):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastcnn import _matmul
 from fastcnn import functional as F
-from fastcnn._threads import guard
+from fastcnn._kernels import gemm
 from fastcnn.nn.module import (
     Module,
     Parameter,
@@ -71,16 +70,14 @@ class Linear(Module):
         if self._scratch_w is None:
             self._scratch_w = np.empty_like(self.weight.data)
         g2, x2 = np.ascontiguousarray(g2), np.ascontiguousarray(x2)
-        with guard():
-            _matmul.matmul_tn(g2, x2, self._scratch_w)
+        gemm.product(g2.T, x2, self._scratch_w)
         self.weight.grad += self._scratch_w
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
         if not need_input_grad:
             return None
         grad_x = np.empty(x2.shape, x.dtype)
-        with guard():
-            _matmul.matmul(g2, self.weight.data, grad_x)
+        gemm.product(g2, self.weight.data, grad_x)
         return grad_x.reshape(x.shape)
 
     def extra_repr(self) -> str:

@@ -3,68 +3,31 @@
 LLVM's auto-vectoriser works on one innermost loop and keeps its accumulators in memory,
 so a convolution written as plain loops runs at a fraction of the FMA rate. A
 register-blocked micro-kernel needs a dozen vector accumulators that live in registers
-across a reduction loop; these intrinsics give Numba code such values (an LLVM
-``<lanes x float>``), which LLVM's mem2reg then keeps in registers.
+across a reduction loop: these intrinsics give Numba code such values (an LLVM
+``<lanes x float>``), which LLVM then keeps in registers.
 
-The vector width is a *type*: a kernel takes ``width = token(nbytes)`` (nbytes 16, 32,
-64 or 128), a tuple whose length, part of its Numba type, is the width in 16-byte units. So a
-kernel compiles once per width and every later call dispatches straight to the compiled
-code (an integer literal would send each call through Numba's compiler first).
+The vector width is a *type*: a kernel takes ``vec = token(nbytes)``, a tuple whose
+length is the width in 16-byte units, so it compiles once per width and later calls
+dispatch straight to the compiled code. Loads and stores are unaligned and *unchecked*
+(the caller keeps indices in bounds) on 1-D C-contiguous arrays:
 
-- :func:`lanes` ``(a, width)``: how many elements of ``a``'s dtype one vector holds;
-- :func:`vzero` ``(a, width)``: a vector of zeros of ``a``'s dtype;
-- :func:`vload` ``(a, i, width)`` / :func:`vstore` ``(a, i, v)``: ``a[i : i + lanes]`` of a
-  1-D C-contiguous array, unaligned, *unchecked* (the caller keeps ``i + lanes <= a.size``);
-- :func:`vload_head` ``(a, i, n, width)`` / :func:`vstore_head` ``(a, i, v, n)``: the same
-  for the first ``n`` lanes only (``0 <= n <= lanes``; masked: nothing past ``a[i + n]`` is
-  read or written, the other lanes load as zeros);
-- :func:`vstore_offsets_head` ``(a, i, v, n, base, step)``: ``a[i + k] = base + k*step +
-  int(v[k])`` for the first ``n`` lanes of ``v`` (``0 <= n <= lanes``), into an integer
-  array (masked; ``v``'s floats truncated toward zero, each below ``2**31``): indices from
-  per-lane offsets;
-- :func:`vbroadcast` ``(a, i, width)``: ``a[i]`` in every lane (unchecked);
-- :func:`load` ``(a, i)``: the scalar ``a[i]`` of a 1-D C-contiguous array of any number
-  type, unchecked and with no negative-index wraparound (``a[i]`` with a signed ``i`` costs
-  a sign test and keeps the array's length in a register: in a loop that reads a table of
-  offsets per pixel, a register the accumulators may need);
-- :func:`vfill` ``(a, value, width)``: ``value``, cast to ``a``'s dtype, in every lane;
-- :func:`vadd` ``(u, v)`` / :func:`vsub` ``(u, v)``: ``u + v`` / ``u - v`` lane by lane;
-- :func:`vfma` ``(a, b, c)``: ``a * b + c`` lane by lane, one rounding (IEEE ``fma``: NaN and
-  inf as in ``a * b + c``);
-- :func:`vdeinterleave` ``(u, v)``: the even and the odd elements of ``u`` followed by
-  ``v``, as two vectors (two-vector shuffles);
-- :func:`vkeep_max` ``(m, cm, v, cv)``: ``(v, cv)`` in the lanes where ``v > m`` or ``v``
-  is NaN, else ``(m, cm)``: one step of a running maximum ``m`` with a tag ``cm``
-  (max-pooling's test: a later value wins only if larger, and a NaN always wins);
-- :func:`vload_rows` ``(a, i, stride, width)``: the tuple of ``lanes`` vectors at
-  ``a[i + r*stride]`` (unchecked), the rows of a square tile; :func:`vstore_rows`
-  ``(a, i, stride, rows, n)`` stores them back, the first ``n`` lanes of each
-  (``0 <= n <= lanes``, masked below ``lanes``);
-- :func:`vtranspose` ``(rows)``: a tuple of ``lanes`` vectors read as a square matrix,
-  transposed: vector ``j`` of the result holds lane ``j`` of every row (``log2(lanes)``
-  rounds of two-vector shuffles, no memory);
-- :func:`vsum` ``(v)``: the sum of the lanes, as a pairwise tree (halves added lane by lane
-  until one is left: the same order on every call);
-- :func:`vcopy` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] = src[s : s + n]`` a vector
-  at a time (a jitted function built on the intrinsics, inlined into its callers): a row
-  of 26 float32 copied 6x faster than by a slice assignment inside a jitted loop, whose
-  every call costs ~20 ns (measured: 53k rows, 0.16-0.18 ms against 1.0-1.1);
-- :func:`vadd_run` ``(src, s, dst, d, n, width)``: ``dst[d : d + n] += src[s : s + n]``,
-  whole vectors and one masked one, or where masked stores are slow
-  (:data:`SLOW_MASKED_STORES`) the last elements one by one (jitted too);
-- :func:`centred_sums` ``(a, ma, b, mb, s, n, width)``: ``sum(a - ma)`` and
-  ``sum((a - ma) * (b - mb))`` over a run, in an order fixed by the code (jitted too).
+- ``lanes(a, vec)``, ``vzero(a, vec)``, ``vfill(a, value, vec)``: the lane count, zeros,
+  a value in every lane;
+- ``load(a, i)``: the scalar ``a[i]`` without the sign test of negative indices;
+- ``vload`` / ``vstore``, ``vload_head`` / ``vstore_head`` (the first ``n`` lanes,
+  masked), ``vbroadcast`` (``a[i]`` in every lane), ``vload_rows`` / ``vstore_rows``
+  (``lanes`` vectors ``stride`` apart: a square tile) and ``vtranspose`` (that tile
+  transposed in registers);
+- ``vadd``, ``vsub``, ``vfma`` (one rounding, IEEE NaN and inf), ``vsum`` (a fixed
+  pairwise tree), ``vdeinterleave`` (even and odd elements), ``vkeep_max`` (one step of a
+  running maximum with a tag: larger or NaN wins), ``vstore_offsets_head`` (integer
+  indices from per-lane float offsets);
+- jitted helpers built on them: ``vcopy``, ``vadd_run`` and ``centred_sums`` (sums in an
+  order fixed by the code, so a kernel compiled here and one loaded from Numba's cache
+  give the same bits: see :mod:`fastcnn._config`).
 
-Sums are written out here rather than left to LLVM's vectoriser because that needs the
-``reassoc`` fast-math flag, which lets LLVM pick the order of additions anew in each
-compile: a kernel compiled in a process and the same kernel loaded from Numba's cache gave
-different bits (see :mod:`fastcnn._config`).
-
-A vector wider than the hardware's is legal LLVM: it is split into native vectors, so the
-kernels stay correct on any CPU; :data:`VECTOR_BYTES` is the widest native width here and
-:data:`REGISTERS` the number of vector registers (what a register block may hold). A
-128-byte vector is two 64-byte ones: a micro-kernel written for two vectors then holds
-four native ones (:data:`WIDE_BYTES`; see :mod:`fastcnn._kernels.conv_blocked`).
+A vector wider than the hardware's is legal LLVM (it is split into native ones), so the
+kernels run on any x86-64 CPU; :data:`VECTOR_BYTES` is the native width here.
 """
 
 from __future__ import annotations
@@ -78,10 +41,6 @@ from numba.extending import intrinsic, models, register_model
 from fastcnn._config import jit
 
 VECTOR_BYTES = 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
-REGISTERS = 32 if VECTOR_BYTES == 64 else 16  # vector registers: AVX-512 has 32, AVX2 16
-# Twice the native width where there are 32 vector registers (AVX-512): a register block
-# of 6 x 2 such vectors is 24 native accumulators. AVX2's 16 registers would not hold it.
-WIDE_BYTES = 2 * VECTOR_BYTES if REGISTERS >= 32 else VECTOR_BYTES
 
 
 WIDTHS = (16, 32, 64, 128)  # the vector sizes in bytes that the intrinsics accept
@@ -483,14 +442,14 @@ def vsum(typingctx, v):
     return v.dtype(v), codegen
 
 
-@jit(inline="always")
+@jit(inline=True)
 def vcopy(src, s, dst, d, n, width):
     """``dst[d : d + n] = src[s : s + n]`` for 1-D C-contiguous arrays of one float dtype:
     whole vectors (the last one overlapping the one before it) where ``n >= lanes``, one
-    masked vector below. Unchecked like :func:`vload`; the runs must not overlap.
-    Inlined where it is called (:func:`fastcnn._config.jit`)."""
+    masked vector below (a slice assignment inside a kernel costs a call per row).
+    Unchecked like :func:`vload`; the runs must not overlap."""
     lane = lanes(src, width)
-    if n < lane:  # one masked vector (a slice assignment costs ~20 ns a call, measured)
+    if n < lane:
         vstore_head(dst, d, vload_head(src, s, n, width), n)
         return
     last = n - lane
@@ -501,20 +460,18 @@ def vcopy(src, s, dst, d, n, width):
     vstore(dst, d + last, vload(src, s + last, width))
 
 
-# AVX2's masked stores (vmaskmovps, vpmaskmovq) are microcoded on AMD Zen 1 to 3, so kernels
-# avoid them there: the few-taps col2im adds the last elements of a run one at a time (it
-# took 0.4-0.5 of its time, mnist-conv1's input gradient 0.87-0.89, on Zen 1), the 2x2
-# max-pool narrows its vectors to what a row fills (:mod:`fastcnn._kernels.pool`).
-# AVX-512's masked stores are single instructions.
+# AVX2's masked stores (vmaskmovps, vpmaskmovq) are microcoded on AMD Zen 1 to 3; AVX-512's
+# are single instructions. Where they are slow, kernels store the last elements of a run
+# one at a time or narrow their vectors (benchmarks/RESULTS.md).
 SLOW_MASKED_STORES = VECTOR_BYTES < 64
 
 
-@jit(inline="always")
+@jit(inline=True)
 def vadd_run(src, s, dst, d, n, width, scalar_tail=SLOW_MASKED_STORES):
     """``dst[d : d + n] += src[s : s + n]`` for 1-D C-contiguous arrays of one float dtype:
     whole vectors, then the last ``n % lanes`` elements in one masked vector, or one by one
-    if ``scalar_tail`` (:data:`SLOW_MASKED_STORES`). Unchecked like :func:`vload`; the runs must
-    not overlap. Inlined where it is called."""
+    if ``scalar_tail`` (:data:`SLOW_MASKED_STORES`). Unchecked like :func:`vload`; the
+    runs must not overlap."""
     lane = lanes(src, width)
     whole = n - n % lane
     for i in range(0, whole, lane):
@@ -528,7 +485,7 @@ def vadd_run(src, s, dst, d, n, width, scalar_tail=SLOW_MASKED_STORES):
         vstore_head(dst, d + whole, vadd(u, v), rest)
 
 
-@jit(inline="always")
+@jit(inline=True)
 def centred_sums(a, ma, b, mb, s, n, width):
     """``(sum(a[q] - ma), sum((a[q] - ma) * (b[q] - mb)))`` over ``q`` in ``[s, s + n)``.
 

@@ -1,0 +1,133 @@
+"""Run a serial kernel on parts of its work at once, on Numba's thread pool.
+
+Every fastcnn kernel is a serial function ``kernel(part, start, stop, *args)`` over a
+range of its work (images, planes, channels, elements); ``part`` picks its rows of
+scratch. :func:`launch` calls it for ``parts`` contiguous parts of ``range(n)`` through
+the threading layer's ``numba_parallel_for`` (the entry point Numba's own parallel loops
+use), with a trampoline of a few LLVM instructions that reads a part's index and calls
+the kernel's compiled code by address.
+
+Why not ``prange`` in each kernel: Numba's parallel-loop passes compile a kernel's body
+two to three times over, which made the first call of a convolution cost many seconds.
+Here each kernel compiles once, serially, and :func:`launch` compiles once per argument
+signature, in a fraction of a second. A launch costs a few microseconds, as a parallel
+loop does: the OpenMP workers wait, spinning, for the next one.
+"""
+
+from __future__ import annotations
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.ufunc import parallel as _parallel
+
+from fastcnn._config import jit
+
+_I64 = ir.IntType(64)
+_BYTES = ir.IntType(8).as_pointer()
+
+
+def start_threads() -> None:
+    """Load Numba's threading layer, which defines ``numba_parallel_for`` (before any
+    launcher is compiled or loaded from the cache)."""
+    _parallel._launch_threads()
+
+
+def _trampoline(context, module, frame_type, argtypes):
+    """``void part(char **args, intp *dims, intp *steps, void *frame)``: run one part.
+
+    ``numba_parallel_for`` calls it once for each index ``r`` of the loop, with
+    ``args[0] = NULL + r`` (one "array" of step 1 from address 0: the index itself), and
+    ``frame`` pointing to ``{kernel address, parts, n, args}``.
+    """
+    name = f"fastcnn_part_{abs(hash(str(frame_type))):x}"
+    if name in module.globals:
+        return module.globals[name]
+    fnty = ir.FunctionType(ir.VoidType(), [_BYTES.as_pointer(), _I64.as_pointer(),
+                                           _I64.as_pointer(), _BYTES])  # fmt: skip
+    fn = ir.Function(module, fnty, name=name)
+    fn.linkage = "internal"
+    builder = ir.IRBuilder(fn.append_basic_block())
+    args, _, _, frame = fn.args
+    part = builder.ptrtoint(builder.load(args), _I64)
+    values = builder.load(builder.bitcast(frame, frame_type.as_pointer()))
+    address, parts, n, kernel_args = (builder.extract_value(values, i) for i in range(4))
+    start = builder.sdiv(builder.mul(part, n), parts)
+    stop = builder.sdiv(builder.mul(builder.add(part, _I64(1)), n), parts)
+    rest = [builder.extract_value(kernel_args, i) for i in range(len(argtypes))]
+    kernel_type = ir.FunctionType(
+        context.get_value_type(types.none),
+        [_I64] * 3 + [context.get_value_type(t) for t in argtypes],
+    )
+    builder.call(builder.inttoptr(address, kernel_type.as_pointer()), [part, start, stop, *rest])
+    builder.ret_void()
+    return fn
+
+
+@intrinsic
+def _parallel_for(typingctx, address, parts, n, args, threads):
+    if not isinstance(args, types.BaseTuple):
+        return None
+    argtypes = list(args)
+
+    def codegen(context, builder, sig, llargs):
+        address, parts, n, kernel_args, threads = llargs
+        frame_type = ir.LiteralStructType([_I64, _I64, _I64, kernel_args.type])
+        frame = cgutils.alloca_once(builder, frame_type)
+        value = ir.Constant(frame_type, ir.Undefined)
+        for i, v in enumerate((address, parts, n, kernel_args)):
+            value = builder.insert_value(value, v, i)
+        builder.store(value, frame)
+        trampoline = _trampoline(context, builder.module, frame_type, argtypes)
+        index = cgutils.alloca_once_value(builder, ir.Constant(_BYTES, None))
+        dims = cgutils.alloca_once_value(builder, parts)
+        steps = cgutils.alloca_once_value(builder, _I64(1))
+        fnty = ir.FunctionType(ir.VoidType(), [_BYTES] * 5 + [_I64] * 3)
+        parallel_for = cgutils.get_or_insert_function(builder.module, fnty, "numba_parallel_for")
+        pointers = [trampoline, index, dims, steps, frame]
+        builder.call(
+            parallel_for,
+            [builder.bitcast(p, _BYTES) for p in pointers] + [_I64(0), _I64(1), threads],
+        )
+        return context.get_dummy_value()
+
+    return types.none(address, parts, n, args, threads), codegen
+
+
+@jit()
+def _launch(address, parts, n, args, threads):
+    _parallel_for(address, parts, n, args, threads)
+
+
+_addresses: dict = {}
+
+
+def _key(value):
+    # What Numba's type of an argument depends on, cheaply: enough to tell our calls apart.
+    if hasattr(value, "dtype") and hasattr(value, "flags"):
+        return (value.dtype.num, value.ndim, value.flags.c_contiguous, value.flags.writeable)
+    if isinstance(value, tuple):
+        return (tuple, len(value))
+    return type(value)
+
+
+def address(kernel, args: tuple) -> int:
+    """The address of ``kernel``'s compiled code (its C wrapper) for ``(part, start, stop,
+    *args)``, compiling or loading it from Numba's cache the first time."""
+    key = (kernel, tuple(map(_key, args)))
+    found = _addresses.get(key)
+    if found is None:
+        sig = (types.int64,) * 3 + tuple(numba.typeof(a) for a in args)
+        kernel.compile(sig)
+        result = kernel.overloads[sig]
+        found = result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+        _addresses[key] = found
+    return found
+
+
+def launch(kernel, parts: int, n: int, args: tuple, threads: int) -> None:
+    """Call ``kernel(part, start, stop, *args)`` for ``parts`` contiguous parts of
+    ``range(n)``, on up to ``threads`` threads of Numba's pool; returns when all are done."""
+    _launch(address(kernel, args), parts, n, args, threads)
