@@ -43,8 +43,6 @@ class Sequential(Module):
     ``backward(grad_out)`` runs the layers' backward in reverse and returns the input
     gradient; a training loop that does not need it passes ``need_input_grad=False``,
     which skips the first layer's input gradient (the costliest part of a first conv).
-    ``backward(grad_out, learning_rate)`` zeroes all gradients, back-propagates, and
-    applies one plain SGD step to every parameter.
 
     A ``ReLU`` directly followed by a ``MaxPool2d`` runs after it instead: ReLU is
     monotonic, so it commutes with max, and pool-then-ReLU gives the same output and the

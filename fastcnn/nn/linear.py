@@ -6,17 +6,9 @@ import numpy as np
 
 from fastcnn import _matmul
 from fastcnn import functional as F
+from fastcnn._checks import as_bool, as_dtype, as_generator, as_size
 from fastcnn._threads import guard
-from fastcnn.nn.module import (
-    Module,
-    Parameter,
-    as_bool,
-    as_dtype,
-    as_generator,
-    as_size,
-    dtype_repr,
-    uniform_init,
-)
+from fastcnn.nn.module import Module, Parameter, dtype_repr, uniform_init
 
 __all__ = ["Linear"]
 
