@@ -403,6 +403,29 @@ def test_unbatched_sample_equals_batch_of_one(case):
         assert_close(p0.grad, p1.grad, F32)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7,), (1, 7), (1, 1, 7)], ids=["sample", "batch1", "rank3"])
+def test_linear_one_row_path_matches_the_batched_path(shape, dtype):
+    """One row (matrix-vector products, an outer product for the weight gradient) gives
+    what the general GEMM path gives for that row inside a batch of three whose other
+    rows get a zero gradient; gradients accumulate over calls."""
+    x = _x("randn", shape, dtype)
+    g = _x("randn", shape[:-1] + (5,), dtype, seed=1)
+    one, many = nn.Linear(7, 5, rng=0, dtype=dtype), nn.Linear(7, 5, rng=0, dtype=dtype)
+    xs = np.concatenate([x.reshape(1, 7), _x("randn", (2, 7), dtype, seed=2)])
+    gs = np.concatenate([g.reshape(1, 5), np.zeros((2, 5), dtype)])
+    for _ in range(2):  # the second call adds into the gradients of the first
+        y = one(x)
+        assert_close(y, many(xs)[:1].reshape(y.shape), dtype)
+        assert_close(one.backward(g), many.backward(gs)[:1].reshape(shape), dtype)
+    assert_close(one.weight.grad, many.weight.grad, dtype)
+    assert_close(one.bias.grad, many.bias.grad, dtype)
+    scratch = one._scratch_w
+    one(x)
+    assert one.backward(g, need_input_grad=False) is None
+    assert one._scratch_w is scratch  # reused, not reallocated
+
+
 def test_cross_entropy_unbatched():
     """Logits (C,) with an int target give the batch-of-one loss and an unbatched grad."""
     logits = _x("randn", (5,), F32)
