@@ -43,19 +43,31 @@ def mse_prime(y_true, y_pred) -> np.ndarray:
     return 2 * (pred - true) / pred.size
 
 
+_EPS = {
+    np.dtype(np.float32): float(np.finfo(np.float32).eps),
+    np.dtype(np.float64): float(np.finfo(np.float64).eps),
+}
+
+
 def _bce_args(y_true, y_pred, op: str):
-    """Checked ``(y_true, clipped y_pred)``."""
+    """Checked ``(y_true, y_pred clipped to [eps, 1 - eps])``."""
     true, pred = _pair(y_true, y_pred, op)
+    ranges = []
     for name, a in (("y_true", true), ("y_pred", pred)):
-        if np.any((a < 0) | (a > 1)):  # NaN passes, as in the tutorial's formula
+        lo, hi = a.min(), a.max()
+        if lo < 0 or hi > 1:  # NaN compares False and passes, as in the tutorial's formula
             raise ValueError(
                 f"{op}: {name} must lie in [0, 1], got values in [{np.nanmin(a)}, "
                 f"{np.nanmax(a)}] (the order is (y_true, y_pred))"
             )
+        ranges.append((lo, hi))
     # Clipping at the dtype's epsilon changes nothing the tutorial's formula computes
     # finitely; a saturated sigmoid (exactly 0 or 1) gives finite values, not inf/NaN.
-    eps = np.finfo(pred.dtype).eps
-    return true, np.clip(pred, eps, 1 - eps)
+    eps = _EPS[pred.dtype]
+    lo, hi = ranges[1]
+    if not (lo >= eps and hi <= 1 - eps):
+        pred = np.clip(pred, eps, 1 - eps)
+    return true, pred
 
 
 def binary_cross_entropy(y_true, y_pred):
