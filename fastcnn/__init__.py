@@ -8,7 +8,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"functional", "reference", "nn", "optim", "data", "io", "train", "cli"}
+_SUBMODULES = {"functional", "reference", "nn", "compat", "optim", "data", "io", "train", "cli"}
 _FROM = {
     "set_num_threads": "fastcnn._threads",
     "get_num_threads": "fastcnn._threads",

@@ -1,4 +1,5 @@
-"""Argument checking shared by :mod:`fastcnn.functional` and :mod:`fastcnn.reference`.
+"""Argument checking shared by :mod:`fastcnn.functional`, :mod:`fastcnn.reference`, the
+layers of :mod:`fastcnn.nn` and :mod:`fastcnn.compat`: the one home of argument checks.
 
 Every public operation calls one ``*_args`` function here before touching data, so the
 fast path and the reference reject the same input with the same message. Messages name
@@ -59,6 +60,47 @@ class PoolGeometry(NamedTuple):
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_size(value, name: str, op: str) -> int:
+    """Check a positive int such as a channel or feature count."""
+    if not _is_int(value):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{op}: {name} must be >= 1, got {value!r}")
+    return int(value)
+
+
+def as_bool(value, name: str, op: str) -> bool:
+    """Check a bool flag (``numpy.bool_`` included, ints refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def as_dtype(dtype, op: str) -> np.dtype:
+    """Normalise a float32/float64 dtype argument."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def as_generator(rng, op: str) -> np.random.Generator:
+    """Return ``rng`` if it is a Generator, a new one seeded by an int, or (``None``) a
+    fresh one from OS entropy."""
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if _is_int(rng):
+        if rng < 0:
+            raise ValueError(f"{op}: rng seed must be a non-negative int, got {rng!r}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{op}: rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
 
 
 def as_pair(value, name: str, op: str, *, minimum: int) -> tuple[int, int]:

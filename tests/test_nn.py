@@ -1,5 +1,5 @@
-"""fastcnn.nn layers: gradients (finite differences and torch autograd), unbatched input,
-the ``backward(grad, learning_rate)`` shortcut, modes, initialisation, state dicts, repr.
+"""fastcnn.nn layers: gradients (finite differences and torch autograd), unbatched input
+and the single-sample paths, modes, initialisation, state dicts, repr.
 
 Tolerances: finite differences in float64 with step 1e-6 agree to ``atol=1e-7``
 (relative to the largest gradient, at least 1) and ``rtol=1e-6``; torch parity in
@@ -14,7 +14,6 @@ import pytest
 from cases import assert_close, distinct
 
 import fastcnn.nn as nn
-from fastcnn.optim import SGD
 
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -365,7 +364,7 @@ def test_odd_but_valid_inputs_flow_through_a_net(layout):
         assert_close(g, g_ref, F32)
 
 
-# --- unbatched samples and the tutorial shortcut ---------------------------------------
+# --- unbatched samples and single-sample paths ------------------------------------------
 
 UNBATCHED = {
     "conv": (lambda: nn.Conv2d(2, 3, 3, padding=1, rng=0), (2, 4, 5)),
@@ -404,6 +403,29 @@ def test_unbatched_sample_equals_batch_of_one(case):
         assert_close(p0.grad, p1.grad, F32)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(7,), (1, 7), (1, 1, 7)], ids=["sample", "batch1", "rank3"])
+def test_linear_one_row_path_matches_the_batched_path(shape, dtype):
+    """One row (matrix-vector products, an outer product for the weight gradient) gives
+    what the general GEMM path gives for that row inside a batch of three whose other
+    rows get a zero gradient; gradients accumulate over calls."""
+    x = _x("randn", shape, dtype)
+    g = _x("randn", shape[:-1] + (5,), dtype, seed=1)
+    one, many = nn.Linear(7, 5, rng=0, dtype=dtype), nn.Linear(7, 5, rng=0, dtype=dtype)
+    xs = np.concatenate([x.reshape(1, 7), _x("randn", (2, 7), dtype, seed=2)])
+    gs = np.concatenate([g.reshape(1, 5), np.zeros((2, 5), dtype)])
+    for _ in range(2):  # the second call adds into the gradients of the first
+        y = one(x)
+        assert_close(y, many(xs)[:1].reshape(y.shape), dtype)
+        assert_close(one.backward(g), many.backward(gs)[:1].reshape(shape), dtype)
+    assert_close(one.weight.grad, many.weight.grad, dtype)
+    assert_close(one.bias.grad, many.bias.grad, dtype)
+    scratch = one._scratch_w
+    one(x)
+    assert one.backward(g, need_input_grad=False) is None
+    assert one._scratch_w is scratch  # reused, not reallocated
+
+
 def test_cross_entropy_unbatched():
     """Logits (C,) with an int target give the batch-of-one loss and an unbatched grad."""
     logits = _x("randn", (5,), F32)
@@ -412,35 +434,28 @@ def test_cross_entropy_unbatched():
     assert_close(single.backward(), batched.backward()[0], F32)
 
 
-@pytest.mark.parametrize("case", ["conv", "linear", "net", "bn"])
-def test_backward_with_learning_rate_applies_one_sgd_step(case):
-    """backward(grad, lr) returns the input gradient computed with the old weights and
-    leaves each parameter at old - lr * (this call's gradient), stale gradients ignored."""
-    make, shape = UNBATCHED[case]
-    x = _x("distinct", shape, F32)
-    shortcut, manual = make(), make()
-    y = shortcut(x)
-    manual(x)
-    r = _x("randn", y.shape, F32, seed=3)
-    for p in shortcut.parameters():
-        p.grad += 100.0  # stale gradients must not leak into the step
-    grad_x = shortcut.backward(r, 0.1)
-    expected_x = manual.backward(r)
-    assert_close(grad_x, expected_x, F32)
-    for p, q in zip(shortcut.parameters(), manual.parameters(), strict=True):
-        assert_close(p.data, q.data - np.float32(0.1) * q.grad, F32)
-
-
-def test_learning_rate_shortcut_uses_the_optimiser(monkeypatch):
-    """The shortcut runs fastcnn.optim.SGD.step, not an update of its own."""
-    calls = []
-    original = SGD.step
-    monkeypatch.setattr(SGD, "step", lambda self: calls.append(self.lr) or original(self))
+@pytest.mark.parametrize("call", ["positional", "keyword"])
+def test_backward_refuses_a_learning_rate_and_points_to_compat(call):
+    """nn layers never step their own parameters: the tutorials' backward(grad, lr) is a
+    TypeError naming fastcnn.compat, raised before anything is computed or changed."""
     layer = nn.Linear(3, 2, rng=0)
     layer(np.ones((1, 3), np.float32))
-    layer.backward(np.ones((1, 2), np.float32), learning_rate=0.5)
-    layer.backward(np.ones((1, 2), np.float32), learning_rate=0.25)
-    assert calls == [0.5, 0.25]
+    before = layer.weight.data.copy()
+    args, kwargs = ((0.1,), {}) if call == "positional" else ((), {"learning_rate": 0.1})
+    with pytest.raises(TypeError, match=r"Linear\.backward: learning_rate .*fastcnn\.compat"):
+        layer.backward(np.ones((1, 2), np.float32), *args, **kwargs)
+    np.testing.assert_array_equal(layer.weight.data, before)
+    np.testing.assert_array_equal(layer.weight.grad, 0)
+
+
+def test_layers_do_not_import_the_optimisers():
+    """Importing fastcnn.nn leaves fastcnn.optim unimported (the house's floors)."""
+    import subprocess
+    import sys
+
+    code = "import sys, fastcnn.nn; print('fastcnn.optim' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # --- modes: dropout and batch norm -------------------------------------------------------

@@ -1,8 +1,9 @@
 """Layers with ``forward``/``backward``, built on :mod:`fastcnn.functional`.
 
-Familiar to PyTorch users (names, arguments, initialisation, ``state_dict`` keys) and a
-drop-in for from-scratch NumPy CNN code: every layer takes a batch or one unbatched
-sample, and ``backward(grad_out, learning_rate)`` applies a plain SGD step.
+Familiar to PyTorch users (names, arguments, initialisation, ``state_dict`` keys): every
+layer takes a batch or one unbatched sample; ``backward`` adds into each
+``Parameter.grad`` and an optimiser of :mod:`fastcnn.optim` steps. The tutorials'
+vocabulary (``Dense``, ``backward(grad, learning_rate)``) is :mod:`fastcnn.compat`.
 
 Example::
 

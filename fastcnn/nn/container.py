@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.module import Module
@@ -24,13 +24,13 @@ class Flatten(Module):
         if x.ndim == 3:
             return x.reshape(-1)
         # explicit sizes, not -1: an empty batch (0, C, H, W) must become (0, C*H*W)
-        return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))) if x.ndim > 2 else x
+        return x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim > 2 else x
 
     def _backward(self, grad_out, need_input_grad):
         shape = self._cache
-        if grad_out.size != int(np.prod(shape)):
+        if grad_out.size != math.prod(shape):
             raise ValueError(
-                f"Flatten: grad_out must have {int(np.prod(shape))} elements to match the "
+                f"Flatten: grad_out must have {math.prod(shape)} elements to match the "
                 f"input shape {shape}, got shape {grad_out.shape}"
             )
         return grad_out.reshape(shape) if need_input_grad else None
@@ -43,8 +43,6 @@ class Sequential(Module):
     ``backward(grad_out)`` runs the layers' backward in reverse and returns the input
     gradient; a training loop that does not need it passes ``need_input_grad=False``,
     which skips the first layer's input gradient (the costliest part of a first conv).
-    ``backward(grad_out, learning_rate)`` zeroes all gradients, back-propagates, and
-    applies one plain SGD step to every parameter.
 
     A ``ReLU`` directly followed by a ``MaxPool2d`` runs after it instead: ReLU is
     monotonic, so it commutes with max, and pool-then-ReLU gives the same output and the

@@ -5,17 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastcnn import functional as F
-from fastcnn._checks import as_pair
-from fastcnn.nn.module import (
-    Module,
-    Parameter,
-    as_bool,
-    as_dtype,
-    as_generator,
-    as_size,
-    dtype_repr,
-    uniform_init,
-)
+from fastcnn._checks import as_bool, as_dtype, as_generator, as_pair, as_size
+from fastcnn.nn.module import Module, Parameter, dtype_repr, uniform_init
 
 __all__ = ["Conv2d"]
 

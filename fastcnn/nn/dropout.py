@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastcnn._checks import as_float
-from fastcnn.nn.module import Module, as_generator
+from fastcnn._checks import as_float, as_generator
+from fastcnn.nn.module import Module
 
 __all__ = ["Dropout"]
 

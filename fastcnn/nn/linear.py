@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastcnn import _checks
 from fastcnn import functional as F
 from fastcnn._kernels import gemm
-from fastcnn.nn.module import (
-    Module,
-    Parameter,
-    as_bool,
-    as_dtype,
-    as_generator,
-    as_size,
-    dtype_repr,
-    uniform_init,
-)
+from fastcnn.nn.module import Module, Parameter, dtype_repr, uniform_init
 
 __all__ = ["Linear"]
 
@@ -32,17 +24,19 @@ class Linear(Module):
 
     Shapes: input (..., in_features), including one sample (in_features,); output
     (..., out_features). Parameters ``weight`` (out_features, in_features), ``bias``
-    (out_features,).
+    (out_features,). One row (a sample, or a batch of one) takes a matrix-vector path:
+    BLAS ``dot`` forward and for the input gradient, and an outer product into a buffer
+    the layer keeps for the weight gradient.
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
         super().__init__()
         op = "Linear"
-        self.in_features = as_size(in_features, "in_features", op)
-        self.out_features = as_size(out_features, "out_features", op)
-        has_bias = as_bool(bias, "bias", op)
-        dtype = as_dtype(dtype, op)
-        rng = as_generator(rng, op)
+        self.in_features = _checks.as_size(in_features, "in_features", op)
+        self.out_features = _checks.as_size(out_features, "out_features", op)
+        has_bias = _checks.as_bool(bias, "bias", op)
+        dtype = _checks.as_dtype(dtype, op)
+        rng = _checks.as_generator(rng, op)
         shape = (self.out_features, self.in_features)
         self.weight = Parameter(uniform_init(rng, shape, self.in_features, dtype))
         self.bias = (
@@ -50,12 +44,28 @@ class Linear(Module):
             if has_bias
             else None
         )
-        self._scratch_w = None  # grad_out.T @ x lands here before it is added to the grad
+        self._scratch_w = None  # the weight gradient of one call, before it is added
 
     def _forward(self, x):
         bias = None if self.bias is None else self.bias.data
-        y = F.linear(x, self.weight.data, bias)
+        if x.ndim >= 1 and x.size == x.shape[-1]:  # one row: a matrix-vector product
+            y = self._forward_row(x, bias)
+        else:
+            y = F.linear(x, self.weight.data, bias)
         self._cache = x
+        return y
+
+    def _forward_row(self, x, bias):
+        """``weight @ x + bias`` for one sample ``x`` (..., in_features) with one row.
+
+        A BLAS matrix-vector product: the general path (rows of a GEMM) costs several
+        times more for a single row. Same checks and messages as ``F.linear``.
+        """
+        _checks.linear_args(x, self.weight.data, bias)
+        y = np.empty(x.shape[:-1] + (self.out_features,), x.dtype)
+        np.dot(self.weight.data, x.reshape(-1), out=y.reshape(-1))
+        if bias is not None:
+            y += bias
         return y
 
     def _backward(self, grad_out, need_input_grad):
@@ -65,11 +75,12 @@ class Linear(Module):
             raise ValueError(f"Linear: grad_out must have shape {expected}, got {grad_out.shape}")
         if grad_out.dtype != x.dtype:
             raise TypeError(f"Linear: grad_out must have dtype {x.dtype}, got {grad_out.dtype}")
-        g2 = grad_out.reshape(-1, self.out_features)
-        x2 = x.reshape(-1, self.in_features)
-        if self._scratch_w is None:
+        if self._scratch_w is None or self._scratch_w.dtype != self.weight.dtype:
             self._scratch_w = np.empty_like(self.weight.data)
-        g2, x2 = np.ascontiguousarray(g2), np.ascontiguousarray(x2)
+        if x.size == self.in_features:
+            return self._backward_row(x, grad_out, need_input_grad)
+        g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
         gemm.product(g2.T, x2, self._scratch_w)
         self.weight.grad += self._scratch_w
         if self.bias is not None:
@@ -79,6 +90,21 @@ class Linear(Module):
         grad_x = np.empty(x2.shape, x.dtype)
         gemm.product(g2, self.weight.data, grad_x)
         return grad_x.reshape(x.shape)
+
+    def _backward_row(self, x, grad_out, need_input_grad):
+        """Backward of one row: an outer product (not a (n, 1) x (1, m) GEMM) into the
+        layer's reused buffer for the weight gradient, a vector-matrix product for the
+        input gradient."""
+        g, xv = grad_out.reshape(-1), x.reshape(-1)
+        np.outer(g, xv, out=self._scratch_w)
+        self.weight.grad += self._scratch_w
+        if self.bias is not None:
+            self.bias.grad += g
+        if not need_input_grad:
+            return None
+        grad_x = np.empty(x.shape, x.dtype)
+        np.dot(g, self.weight.data, out=grad_x.reshape(-1))
+        return grad_x
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}", f"out_features={self.out_features}"]

@@ -4,7 +4,8 @@ A module owns its parameters (trainable arrays with a gradient buffer), its buff
 (state that is saved but not trained, such as batch-norm running statistics) and its
 sub-modules. ``forward`` caches what ``backward`` needs; ``backward`` *adds* parameter
 gradients into ``Parameter.grad`` and returns the gradient of the input. Only the
-optimisers of :mod:`fastcnn.optim` write parameters.
+optimisers of :mod:`fastcnn.optim` write parameters, and this module does not import
+them (the tutorials' ``backward(grad, learning_rate)`` lives in :mod:`fastcnn.compat`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastcnn._checks import _is_int, as_float
-from fastcnn.optim import SGD
+from fastcnn._checks import as_bool
 
 __all__ = ["Module", "Parameter"]
 
@@ -57,46 +57,6 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-def as_generator(rng, op: str) -> np.random.Generator:
-    """Return ``rng`` if it is a Generator, a new one seeded by an int, or a fresh one."""
-    if rng is None:
-        return np.random.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if _is_int(rng):
-        if rng < 0:
-            raise ValueError(f"{op}: rng seed must be a non-negative int, got {rng!r}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"{op}: rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
-
-
-def as_dtype(dtype, op: str) -> np.dtype:
-    """Normalise a float32/float64 dtype argument."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}")
-    return dt
-
-
-def as_size(value, name: str, op: str) -> int:
-    """Check a positive int such as a channel or feature count."""
-    if not _is_int(value):
-        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{op}: {name} must be >= 1, got {value!r}")
-    return int(value)
-
-
-def as_bool(value, name: str, op: str) -> bool:
-    """Check a bool flag."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
-    return bool(value)
-
-
 def uniform_init(rng: np.random.Generator, shape, fan_in: int, dtype: np.dtype) -> np.ndarray:
     """torch's default init for conv/linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
@@ -126,7 +86,6 @@ class Module:
         self.training = True
         self._cache = None  # what backward needs, set by forward
         self._unbatched = False
-        self._sgd = None  # the optimiser behind backward(grad, learning_rate)
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")
@@ -163,9 +122,10 @@ class Module:
         Args:
             grad_out: gradient of the loss with respect to the last output, shaped like it
                 (unbatched if the last input was).
-            learning_rate: if given, the tutorial shortcut: gradients are zeroed first,
-                then this call's gradients are computed and one plain SGD step
-                (:class:`fastcnn.optim.SGD`) is applied to this module's parameters.
+            learning_rate: not accepted: a layer here never changes its parameters (an
+                optimiser of :mod:`fastcnn.optim` does). Passing one raises ``TypeError``
+                pointing to :mod:`fastcnn.compat`, whose layers speak the tutorials'
+                ``backward(output_gradient, learning_rate)``.
             need_input_grad: ``False`` skips the input gradient (returns ``None``), e.g.
                 for the first layer of a network.
 
@@ -173,24 +133,20 @@ class Module:
             The gradient with respect to the last input (its shape and dtype), or ``None``.
         """
         op = type(self).__name__
+        if learning_rate is not None:
+            raise TypeError(
+                f"{op}.backward: learning_rate is not accepted; fastcnn.nn layers add into "
+                "Parameter.grad and an optimiser (fastcnn.optim.SGD) steps. For the "
+                "tutorials' backward(output_gradient, learning_rate), use the layers of "
+                "fastcnn.compat"
+            )
         if self._cache is None:
             raise RuntimeError(f"{op}: backward called before forward")
         if not isinstance(grad_out, np.ndarray):
             raise TypeError(
                 f"{op}: grad_out must be a numpy.ndarray, got {type(grad_out).__name__}"
             )
-        if learning_rate is None:
-            return self._backward_maybe_unbatched(grad_out, need_input_grad)
-        lr = as_float(learning_rate, "learning_rate", op, low=0.0)
-        self.zero_grad()
-        grad_in = self._backward_maybe_unbatched(grad_out, need_input_grad)
-        params = self.parameters()
-        if params:
-            if self._sgd is None:
-                self._sgd = SGD(params, lr=lr)
-            self._sgd.lr = lr
-            self._sgd.step()
-        return grad_in
+        return self._backward_maybe_unbatched(grad_out, need_input_grad)
 
     def _check_channels(self, x, expected: int, name: str) -> None:
         """Reject an NCHW input whose channel count is not ``expected`` (``name``)."""

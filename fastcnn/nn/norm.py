@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastcnn import functional as F
-from fastcnn._checks import as_float
-from fastcnn.nn.module import Module, Parameter, as_dtype, as_size, dtype_repr
+from fastcnn._checks import as_dtype, as_float, as_size
+from fastcnn.nn.module import Module, Parameter, dtype_repr
 
 __all__ = ["BatchNorm2d"]
 
