@@ -82,3 +82,57 @@ def format_info(details: dict | None = None) -> str:
             textwrap.fill(str(value), 100, initial_indent=head, subsequent_indent=" " * width)
         )
     return "\n".join(lines)
+
+
+def parse_conv(spec: str) -> dict:
+    """A convolution from the command line: ``N,C,H,W:K,KH,KW`` with optional
+    ``:stride=S``, ``:padding=P``, ``:dilation=D`` (an int or ``h,w``), e.g.
+    ``64,32,13,13:64,3,3:padding=1``. Raises ``ValueError`` naming what is wrong."""
+    fields = spec.split(":")
+    if len(fields) < 2:
+        raise ValueError(
+            f"expected N,C,H,W:K,KH,KW[:stride=S][:padding=P][:dilation=D], got {spec!r}"
+        )
+
+    def ints(text, count, what):
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(f"{what} must be {count} integers, got {text!r}") from None
+        if len(values) != count:
+            raise ValueError(f"{what} must be {count} integers, got {text!r}")
+        return values
+
+    n, c, h, w = ints(fields[0], 4, "the input shape N,C,H,W")
+    k, kh, kw = ints(fields[1], 3, "the weight shape K,KH,KW")
+    conv = {"x_shape": (n, c, h, w), "w_shape": (k, c, kh, kw)}
+    for field in fields[2:]:
+        name, _, value = field.partition("=")
+        if name not in ("stride", "padding", "dilation"):
+            raise ValueError(f"unknown setting {name!r}: expected stride, padding or dilation")
+        pair = ints(value, value.count(",") + 1, name)
+        conv[name] = pair[0] if len(pair) == 1 else pair
+    return conv
+
+
+def format_plan(conv: dict) -> str:
+    """Which kernel :mod:`fastcnn._kernels.plan` runs for each direction of the convolution
+    ``conv`` (from :func:`parse_conv`), and why. Raises the functional API's ``ValueError``
+    for a geometry it would refuse."""
+    import numpy as np
+
+    from fastcnn import _checks
+    from fastcnn._kernels import plan
+
+    x, w = np.empty(conv["x_shape"], np.float32), np.empty(conv["w_shape"], np.float32)
+    settings = {key: conv.get(key, default) for key, default in
+                (("stride", 1), ("padding", 0), ("dilation", 1))}  # fmt: skip
+    g = _checks.conv2d_args(x, w, None, **settings)
+    lines = [
+        f"conv2d x {conv['x_shape']} weight {conv['w_shape']} stride {(g.sh, g.sw)} "
+        f"padding {(g.ph, g.pw)} dilation {(g.dh, g.dw)} -> output {(g.n, g.k, g.oh, g.ow)}"
+    ]
+    for op in plan.OPS:
+        rule = plan.choose(op, g)
+        lines.append(f"  {op:<12} {rule.kernel:<9} ({rule.when})")
+    return "\n".join(lines)

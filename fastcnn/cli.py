@@ -128,7 +128,15 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
-    info = commands.add_parser("info", help="versions, threads, threading layer, CPU features")
+    info = commands.add_parser(
+        "info", help="versions, threads, CPU features; the conv plan for given shapes"
+    )
+    info.add_argument(
+        "--plan",
+        action="append",
+        metavar="N,C,H,W:K,KH,KW[:stride=S][:padding=P][:dilation=D]",
+        help="print which conv kernel runs each direction of this convolution (repeatable)",
+    )
     info.set_defaults(handler=_info)
 
     bench = commands.add_parser(
@@ -167,6 +175,13 @@ def _info(args) -> int:
     from fastcnn import _info
     from fastcnn.data import cache_dir
 
+    if args.plan:
+        try:
+            plans = [_info.format_plan(_info.parse_conv(spec)) for spec in args.plan]
+        except ValueError as exc:
+            raise UsageError(f"--plan: {exc}") from None
+        print("\n".join(plans))
+        return 0
     print(_info.format_info())
     print(f"data cache: {cache_dir()}")
     return 0

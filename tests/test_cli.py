@@ -189,3 +189,16 @@ def test_cosine_schedule_is_the_default(capsys, monkeypatch, tmp_path, restore_t
     code, out, _ = run(["train", "--epochs", "2", "--threads", "1", "--no-checkpoint"], capsys)
     assert code == 0 and "sgd lr 0.05 (cosine)" in out
     assert "epoch 1/2  lr 0.05  train loss" in out and "epoch 2/2  lr 0.025  train loss" in out
+
+
+def test_info_prints_the_conv_plan(capsys):
+    code, out, _ = run(["info", "--plan", "64,32,13,13:64,3,3", "--plan", "2,1,9,9:4,3,3"], capsys)
+    assert code == 0
+    assert out.count("conv2d x") == 2
+    assert "grad_input   direct" in out and "forward      few_taps" in out
+
+
+def test_info_plan_with_a_bad_shape_is_a_usage_error(capsys):
+    code, _, err = run(["info", "--plan", "1,2,3:4,3,3"], capsys)
+    assert code == 2
+    assert "--plan: the input shape" in err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastcnn
-from fastcnn._info import format_info
+from fastcnn._info import format_info, format_plan, parse_conv
 
 
 @pytest.fixture
@@ -54,3 +54,35 @@ def test_format_info_shows_every_field():
     for value in (d["numpy"], d["numba"], d["vector_bytes"], d["cache_dir"], d["cpu"]):
         assert str(value) in text
     assert text.splitlines()[0].startswith("fastcnn:")
+
+
+def test_plan_of_named_convolutions():
+    text = format_plan(parse_conv("64,1,28,28:32,3,3"))
+    assert "output (64, 32, 26, 26)" in text
+    assert [line.split()[:2] for line in text.splitlines()[1:]] == [
+        ["forward", "few_taps"],
+        ["grad_input", "few_taps"],
+        ["grad_weight", "few_taps"],
+    ]
+    text = format_plan(parse_conv("8,16,32,32:32,1,1:stride=2:padding=0,0"))
+    assert "stride (2, 2)" in text and "output (8, 32, 16, 16)" in text
+    assert [line.split()[1] for line in text.splitlines()[1:]] == ["direct", "few_taps", "direct"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("1,2,3:4,3,3", "input shape N,C,H,W must be 4 integers"),
+        ("1,2,3,3:4,x,3", "weight shape K,KH,KW must be 3 integers"),
+        ("1,2,3,3", "expected N,C,H,W:K,KH,KW"),
+        ("1,2,5,5:4,3,3:groups=2", "unknown setting 'groups'"),
+    ],
+)
+def test_parse_conv_names_what_is_wrong(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_conv(spec)
+
+
+def test_plan_refuses_what_the_functional_api_refuses():
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        format_plan(parse_conv("1,2,3,3:4,5,5"))
