@@ -24,6 +24,8 @@ with its own rows of the scratch arrays. The obvious twin is ``fastcnn.reference
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from fastcnn._config import jit
@@ -97,11 +99,14 @@ def _columns(xp, c, hp, wp, kw, dw, ow, stride, cols, vec):
             vcopy(xp, (ci * hp + y) * wp + j * dw, cols, r * stride + y * ow, ow, vec)
 
 
+@functools.lru_cache(maxsize=256)
 def column_offsets(c, kh, kw, dh, ow, stride) -> np.ndarray:
     """Where in :func:`_columns`'s matrix the pixels of tap ``t = (ci*KH + i)*KW + j`` start:
-    row ``ci*KW + j``, from padded row ``i*dh`` on (int64, C*KH*KW)."""
+    row ``ci*KW + j``, from padded row ``i*dh`` on (int64, C*KH*KW, read-only and shared)."""
     ci, i, j = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
-    return ((ci * kw + j) * stride + i * dh * ow).reshape(-1).astype(np.int64)
+    offsets = ((ci * kw + j) * stride + i * dh * ow).reshape(-1).astype(np.int64)
+    offsets.setflags(write=False)
+    return offsets
 
 
 @jit(inline=True)

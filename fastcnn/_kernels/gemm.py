@@ -6,9 +6,10 @@
   multiply-adds. ``A`` is read through strides, so it may be a transposed view (the
   weight gradient ``grad_out.T @ x``) at no cost.
 - :func:`dots`, ``c (M, N) = a (M, R) @ b (N, R).T`` (the forward ``x @ weight.T``): the
-  vectors run along ``r``, where both rows are contiguous: a block of 3 rows of ``a`` x 4
-  of ``b`` (12 accumulators), per step 7 vector loads and 12 multiply-adds, then each
-  accumulator's lanes are summed. No transposed copy of the weight is needed.
+  vectors run along ``r``, where both rows are contiguous: a block of 4 rows of ``a`` x 3
+  of ``b`` (12 accumulators, the 3 of ``b`` and one of ``a`` in registers: 16, AVX2's
+  count), per step 7 vector loads and 12 multiply-adds, then each accumulator's lanes are
+  summed. No transposed copy of the weight is needed.
 
 Each output element is one sum in a fixed order, and big products are split over
 threads by blocks of columns of ``c`` (:mod:`fastcnn._threads`), each part owning its
@@ -34,7 +35,7 @@ from fastcnn._kernels.simd import (
 )
 
 ROWS = 6  # rows of c per block of product
-DOT_ROWS, DOT_COLS = 3, 4  # rows of a and of b per block of dots
+DOT_ROWS, DOT_COLS = 4, 3  # rows of a and of b per block of dots
 DOT_CHUNK = 1024  # elements of r per pass of dots: a chunk of a's rows stays in L2
 GRAIN = 1_000_000  # multiply-adds that pay for a thread
 
@@ -140,32 +141,35 @@ def _dots(part, block0, block1, a, b, c, vec):
     for block in range(block0, block1):
         # A short last block repeats its last row or column; repeats are not stored.
         j0 = block * DOT_COLS
-        j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
+        j1, j2 = min(j0 + 1, n - 1), min(j0 + 2, n - 1)
         for r0 in range(0, depth, DOT_CHUNK):
             r1 = min(depth, r0 + DOT_CHUNK)
             whole = r0 + (r1 - r0) // lane * lane
             for i0 in range(0, m, DOT_ROWS):
-                i1, i2 = min(i0 + 1, m - 1), min(i0 + 2, m - 1)
-                a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = vzero(af, vec)
-                a20 = a21 = a22 = a23 = a00
-                x0, x1, x2 = i0 * depth, i1 * depth, i2 * depth
-                y0, y1, y2, y3 = j0 * depth, j1 * depth, j2 * depth, j3 * depth
+                i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
+                a00 = a01 = a02 = a10 = a11 = a12 = vzero(af, vec)
+                a20 = a21 = a22 = a30 = a31 = a32 = a00
+                x0, x1, x2, x3 = i0 * depth, i1 * depth, i2 * depth, i3 * depth
+                y0, y1, y2 = j0 * depth, j1 * depth, j2 * depth
                 for r in range(r0, whole, lane):
-                    w0, w1 = vload(bf, y0 + r, vec), vload(bf, y1 + r, vec)
-                    w2, w3 = vload(bf, y2 + r, vec), vload(bf, y3 + r, vec)
+                    w0, w1, w2 = (
+                        vload(bf, y0 + r, vec),
+                        vload(bf, y1 + r, vec),
+                        vload(bf, y2 + r, vec),
+                    )
                     v = vload(af, x0 + r, vec)
-                    a00, a01 = vfma(v, w0, a00), vfma(v, w1, a01)
-                    a02, a03 = vfma(v, w2, a02), vfma(v, w3, a03)
+                    a00, a01, a02 = vfma(v, w0, a00), vfma(v, w1, a01), vfma(v, w2, a02)
                     v = vload(af, x1 + r, vec)
-                    a10, a11 = vfma(v, w0, a10), vfma(v, w1, a11)
-                    a12, a13 = vfma(v, w2, a12), vfma(v, w3, a13)
+                    a10, a11, a12 = vfma(v, w0, a10), vfma(v, w1, a11), vfma(v, w2, a12)
                     v = vload(af, x2 + r, vec)
-                    a20, a21 = vfma(v, w0, a20), vfma(v, w1, a21)
-                    a22, a23 = vfma(v, w2, a22), vfma(v, w3, a23)
+                    a20, a21, a22 = vfma(v, w0, a20), vfma(v, w1, a21), vfma(v, w2, a22)
+                    v = vload(af, x3 + r, vec)
+                    a30, a31, a32 = vfma(v, w0, a30), vfma(v, w1, a31), vfma(v, w2, a32)
                 sums = (
-                    (vsum(a00), vsum(a01), vsum(a02), vsum(a03)),
-                    (vsum(a10), vsum(a11), vsum(a12), vsum(a13)),
-                    (vsum(a20), vsum(a21), vsum(a22), vsum(a23)),
+                    (vsum(a00), vsum(a01), vsum(a02)),
+                    (vsum(a10), vsum(a11), vsum(a12)),
+                    (vsum(a20), vsum(a21), vsum(a22)),
+                    (vsum(a30), vsum(a31), vsum(a32)),
                 )
                 for di in range(min(DOT_ROWS, m - i0)):
                     row = (i0 + di) * depth
