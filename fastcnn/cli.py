@@ -1,4 +1,4 @@
-"""The ``fastcnn`` command: ``fastcnn train``, ``fastcnn info``, ``fastcnn bench``.
+"""The ``fastcnn`` command: ``fastcnn train``, ``info``, ``warmup`` and ``bench``.
 
 Exit codes: 0 success, 1 a runtime error (missing or corrupt data or checkpoint, failed
 download, diverged training), 2 a usage error or a missing optional extra, 130 Ctrl-C.
@@ -139,6 +139,24 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     )
     info.set_defaults(handler=_info)
 
+    warm = commands.add_parser(
+        "warmup",
+        help="compile kernels ahead of use, in parallel worker processes",
+        description="Compile fastcnn's kernels for this CPU into Numba's cache, one worker "
+        "process per core, so that later runs start at once. Default: every kernel in "
+        "both dtypes.",
+    )
+    warm.add_argument(
+        "--for",
+        dest="target",
+        choices=["all", "lenet"],
+        default="all",
+        help="every kernel (default) or what fastcnn train's LeNet needs",
+    )
+    warm.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
+    warm.add_argument("--workers", type=_positive_int, metavar="N", help="(default: one per core)")
+    warm.set_defaults(handler=_warmup)
+
     bench = commands.add_parser(
         "bench", help="time the kernels against the NumPy reference (and torch, if installed)"
     )
@@ -184,6 +202,21 @@ def _info(args) -> int:
         return 0
     print(_info.format_info())
     print(f"data cache: {cache_dir()}")
+    return 0
+
+
+def _warmup(args) -> int:
+    from fastcnn import warmup
+
+    names = warmup.LENET if args.target == "lenet" else None
+    dtypes = warmup.DTYPES if args.dtype == "both" else (args.dtype,)
+    jobs = warmup.jobs(names, dtypes)
+    try:
+        seconds = warmup.warmup(jobs, workers=args.workers)
+    except RuntimeError as exc:
+        print(f"fastcnn warmup: {exc}", file=sys.stderr)
+        return 1
+    print(f"compiled {len(jobs)} workloads in {seconds:.1f} s; later runs load them from the cache")
     return 0
 
 

@@ -1,0 +1,252 @@
+"""Compile kernels ahead of use, in parallel worker processes: ``fastcnn warmup``.
+
+Numba compiles each kernel on its first call and keeps it in its on-disk cache, so only
+the first process on a machine pays; but one process compiles one kernel at a time
+(Numba holds a process-wide lock). :func:`warmup` starts one worker process per core
+(``python -m fastcnn.warmup``, a fresh interpreter each), hands them *workloads* (small
+calls that compile one family of kernels in one dtype, :data:`WORKLOADS`), longest
+first, and waits, showing progress. Later processes load the kernels from the cache.
+
+A kernel's compiled code depends on the argument types, not on the sizes, so a
+workload's small calls compile what a model of any size needs: every conv kernel of the
+plan, each vector width of the 2x2 pool, and the launcher of each kernel's parts (the
+calls are big enough to run on every thread).
+
+``fastcnn train`` warms up what its net needs while it loads the data, the first time
+(:func:`needed`): a stamp in the cache folder records a finished warm-up for this CPU,
+Numba and fastcnn's kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+def _rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _conv(dtype, c, k, kernel, padding, stride=1, size=12, grad_input=True):
+    import fastcnn.functional as F
+
+    rng = np.random.default_rng(0)
+    x, w = _rand(rng, (32, c, size, size), dtype), _rand(rng, (k, c, kernel, kernel), dtype)
+    b = _rand(rng, k, dtype)
+    y = F.conv2d(x, w, b, stride, padding)
+    if grad_input:
+        F.conv2d_grad_input(x.shape, w, y, stride, padding)
+    F.conv2d_grad_weight(x, w.shape, y, stride, padding)
+    F.conv2d_grad_bias(y)
+    F.conv2d(x[:1], w, None, stride, padding)  # one image: one part, on this thread
+
+
+def _conv_first_layer(dtype):
+    """A first layer's few-taps forward and weight gradient (its input gradient is never
+    needed in training)."""
+    _conv(dtype, c=1, k=32, kernel=3, padding=1, size=28, grad_input=False)
+
+
+def _conv_few_taps(dtype):
+    _conv_first_layer(dtype)
+    _conv(dtype, c=3, k=16, kernel=2, padding=0, stride=2)  # the input gradient, strided
+
+
+def _conv_direct(dtype):
+    _conv(dtype, c=16, k=32, kernel=3, padding=1)
+    _conv(dtype, c=16, k=8, kernel=3, padding=1, stride=2)
+
+
+def _pool(dtype):
+    import fastcnn.functional as F
+
+    rng = np.random.default_rng(0)
+    for width in (8, 16, 32, 64):  # rows narrower and wider than each vector width
+        x = _rand(rng, (64, 32, 8, width), dtype)
+        y, indices = F.max_pool2d(x, 2)
+        F.max_pool2d_backward(y, indices, x.shape)
+    F.max_pool2d(_rand(rng, (64, 32, 6, 6), dtype), 3, 1, 1)
+
+
+def _batchnorm(dtype):
+    import fastcnn.functional as F
+
+    rng = np.random.default_rng(0)
+    x = _rand(rng, (64, 16, 12, 12), dtype)
+    stats = np.zeros(16, dtype), np.ones(16, dtype)
+    y, mean, invstd = F.batch_norm2d(x, None, None, *stats)
+    F.batch_norm2d_backward(y, x, None, mean, invstd)
+    F.batch_norm2d(x, None, None, *stats, training=False)
+
+
+def _activations(dtype):
+    import fastcnn.functional as F
+
+    x = _rand(np.random.default_rng(0), (1 << 18,), dtype)
+    F.relu_backward(x, F.relu(x))
+    F.sigmoid_backward(x, F.sigmoid(x))
+
+
+def _linear(dtype):
+    from fastcnn import nn
+
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(400, 100, rng=rng, dtype=dtype)
+    x = _rand(rng, (64, 400), dtype)
+    layer(x)
+    layer.backward(_rand(rng, (64, 100), dtype))
+
+
+def _losses(dtype):
+    import fastcnn.functional as F
+
+    rng = np.random.default_rng(0)
+    logits = _rand(rng, (64, 10), dtype)
+    F.cross_entropy(logits, rng.integers(0, 10, 64))
+    F.softmax(logits), F.log_softmax(logits)
+    probs = F.sigmoid(logits)
+    F.binary_cross_entropy(probs, (probs > 0.5).astype(dtype))
+
+
+def _optimisers(dtype):
+    from fastcnn import optim
+    from fastcnn.nn import Parameter
+
+    rng = np.random.default_rng(0)
+    params = [Parameter(_rand(rng, (1 << 18,), dtype)), Parameter(_rand(rng, (10,), dtype))]
+    for p in params:
+        p.grad[...] = 1
+    for opt in (optim.SGD(params, lr=0.1, momentum=0.9), optim.SGD(params, lr=0.1)):
+        opt.step()
+        opt.step()
+    optim.Adam(params).step()
+
+
+#: The workloads, each compiling one family of kernels in one dtype; with their rough
+#: share of the compile time, so the longest start first.
+WORKLOADS = {
+    "conv first layer": (_conv_first_layer, 3),
+    "conv few_taps": (_conv_few_taps, 3),
+    "conv direct": (_conv_direct, 4),
+    "pool": (_pool, 2),
+    "batchnorm": (_batchnorm, 2),
+    "activations": (_activations, 1),
+    "linear": (_linear, 2),
+    "losses": (_losses, 2),
+    "optimisers": (_optimisers, 1),
+}
+#: What ``fastcnn train``'s LeNet needs (plus ``batchnorm`` with ``--batchnorm``).
+LENET = ("conv first layer", "conv direct", "pool", "activations", "linear", "losses", "optimisers")
+ALL = tuple(name for name in WORKLOADS if name != "conv first layer")  # few_taps covers it
+
+
+def jobs(names=None, dtypes=("float32",)) -> list[tuple[str, str]]:
+    """``(workload, dtype)`` pairs, longest first: ``names`` (default: every workload)
+    in each of ``dtypes``."""
+    names = list(ALL) if names is None else list(names)
+    for name in names:
+        if name not in WORKLOADS:
+            raise ValueError(
+                f"warmup: unknown workload {name!r}; expected one of {list(WORKLOADS)}"
+            )
+    pairs = [(name, dtype) for dtype in dtypes for name in names]
+    return sorted(pairs, key=lambda job: -WORKLOADS[job[0]][1])
+
+
+def _stamp(job_list) -> Path:
+    """The file that records a finished warm-up of ``job_list`` on this machine: in
+    Numba's cache folder for fastcnn's kernels, named by a hash of the jobs, the CPU,
+    Numba's version and the kernels' sources (what Numba's cache depends on)."""
+    import llvmlite.binding as llvm
+    import numba
+
+    from fastcnn._kernels import activation
+
+    kernels = Path(activation.__file__).parent
+    h = hashlib.sha256(json.dumps(sorted(job_list)).encode())
+    h.update(f"{numba.__version__} {llvm.get_host_cpu_name()}".encode())
+    h.update(str(sorted(llvm.get_host_cpu_features().items())).encode())
+    for source in sorted(kernels.glob("*.py")):
+        h.update(source.read_bytes())
+    folder = Path(activation._relu._cache._cache_path)
+    return folder / f"fastcnn-warm-{h.hexdigest()[:16]}"
+
+
+def needed(job_list) -> bool:
+    """Whether ``job_list`` has not been warmed up on this machine yet (no stamp)."""
+    try:
+        return not _stamp(job_list).exists()
+    except OSError:
+        return True
+
+
+def warmup(job_list=None, workers: int | None = None, progress: bool | None = None) -> float:
+    """Compile the kernels of ``job_list`` (:func:`jobs`; default: every workload, both
+    dtypes) in ``workers`` parallel processes (default: one per core); returns the
+    seconds it took. ``progress``: show a bar (``None``: only on a terminal). Raises
+    ``RuntimeError`` if a worker fails."""
+    from tqdm import tqdm
+
+    job_list = jobs(dtypes=DTYPES) if job_list is None else list(job_list)
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(job_list)))
+    start = time.perf_counter()
+    shares = [job_list[i::workers] for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fastcnn.warmup", json.dumps(share)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
+    reports: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read(proc):  # one reader thread per worker: their lines come in any order
+        for line in proc.stdout:
+            reports.put(line)
+        reports.put(None)
+
+    readers = [threading.Thread(target=read, args=(proc,), daemon=True) for proc in procs]
+    for reader in readers:
+        reader.start()
+    disable = None if progress is None else not progress
+    with tqdm(total=len(job_list), desc="compiling kernels", unit="job", disable=disable) as bar:
+        running = len(procs)
+        while running:
+            line = reports.get()
+            if line is None:
+                running -= 1
+            elif line.startswith("done "):
+                bar.set_postfix_str(line[5:].strip())
+                bar.update(1)
+    errors = [proc.stderr.read() for proc in procs if proc.wait() != 0]
+    if errors:
+        raise RuntimeError(f"warmup: a worker failed:\n{errors[0][-2000:]}")
+    try:
+        _stamp(job_list).touch()
+    except OSError:
+        pass  # no stamp: the next run warms up again, from the cache
+    return time.perf_counter() - start
+
+
+def _work(share) -> None:
+    """In a worker process: run each ``(workload, dtype)`` of ``share``, reporting each."""
+    for name, dtype in share:
+        WORKLOADS[name][0](np.dtype(dtype))
+        print(f"done {name} {dtype}", flush=True)
+
+
+if __name__ == "__main__":
+    _work(json.loads(sys.argv[1]))
