@@ -304,8 +304,8 @@ def max_pool2d_backward_args(grad_out, indices, input_shape) -> tuple[int, ...]:
             f"{op}: input_shape {input_shape} does not match grad_out {grad_out.shape} "
             "in batch and channels"
         )
-    # One pass over the indices (~0.1 ms on mnist-pool1's): read as unsigned, a negative
-    # index is larger than any valid one. The exact range is computed only for the message.
+    # One pass over the indices: read as unsigned, a negative index is larger than any
+    # valid one. The exact range is computed only for the message.
     if indices.size and int(indices.view(f"u{indices.itemsize}").max()) >= h * w:
         lo, hi = int(indices.min()), int(indices.max())
         raise ValueError(

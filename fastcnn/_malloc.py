@@ -2,12 +2,9 @@
 
 glibc serves blocks of 128 KiB and more as fresh ``mmap``s, and trims the top of its heap
 after large frees; either way the next array of that size starts on untouched pages, and
-the first touch of each 4 KiB page is a page fault (about 4 us in these VMs). A training
-step allocates and frees the same few-MiB activations and gradients every step, so it pays
-that again and again. Measured at 2 threads in alternating fresh processes: the MNIST
-training step of ``fastcnn bench``, median of 5 pairs, 34.3 ms with glibc's defaults and
-31.8 ms with freed memory kept (per pair 0.84-1.21, median 0.89); its ReLU backward alone
-1.84 vs 0.59 ms. Results are the same to the bit.
+the first touch of each 4 KiB page is a page fault. A training step allocates and frees
+the same few-MiB activations and gradients every step, so it pays that again and again;
+keeping freed memory saves it (``docs/performance.md``). Results are the same to the bit.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from fastcnn._checks import _is_int
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
-# GNU OpenMP workers spin this many rounds (about 3 ms) after each launch before they
-# sleep, so the many short kernels of a training step find them awake (a sleeping worker
-# wakes late in a VM). Read when libgomp starts, at the first launch; a user's setting wins.
+# GNU OpenMP workers spin this many rounds after each launch before they sleep, so the
+# many short kernels of a training step find them awake (a sleeping worker wakes late in a
+# VM). Read when libgomp starts, at the first launch; a user's setting wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS

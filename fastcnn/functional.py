@@ -56,7 +56,7 @@ def _c(a, dtype=None):
         and a.flags.writeable
         and (dtype is None or a.dtype == dtype)
     ):
-        return a  # what np.require returns here, without its ~2 us of Python
+        return a  # what np.require returns here, without its Python overhead
     return np.require(a, dtype, "CW")  # unlike np.ascontiguousarray, keeps 0-D arrays 0-D
 
 
