@@ -121,3 +121,17 @@ def test_functional_linear_with_bias(dtype, threads):
     x, w, b = randn(rng, (4, 3, 20), dtype), randn(rng, (6, 20), dtype), randn(rng, 6, dtype)
     want = x.astype(np.float64) @ w.T.astype(np.float64) + b
     assert_close(F.linear(x, w, b), want, dtype, atol=_atol(dtype, 20))
+
+
+@pytest.mark.parametrize("depth", [1, 7], ids=["outer-product", "product"])
+@pytest.mark.parametrize("n", _columns())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_product_accumulates_into_its_output(depth, n, dtype, threads):
+    """``out += a @ b``: a row's weight gradient (depth 1, an outer product) and a batch's,
+    added in one pass to what the output held."""
+    rng = make_rng(8)
+    a, b = randn(rng, (13, depth), dtype), randn(rng, (depth, n), dtype)
+    out = randn(rng, (13, n), dtype)
+    want = out.astype(np.float64) + a.astype(np.float64) @ b
+    gemm.product(a, b, out, accumulate=True)
+    assert_close(out, want, dtype, atol=_atol(dtype, depth + 1))

@@ -40,10 +40,11 @@ DOT_CHUNK = 1024  # elements of r per pass of dots: a chunk of a's rows stays in
 GRAIN = 1_000_000  # multiply-adds that pay for a thread
 
 
-def product(a, b, out) -> None:
-    """``out (M, N) = a (M, R) @ b (R, N)``, all of one float dtype: ``a`` C-contiguous or
-    the transpose of a C-contiguous array (read in place), else copied; ``b`` and ``out``
-    C-contiguous."""
+def product(a, b, out, accumulate: bool = False) -> None:
+    """``out (M, N) = a (M, R) @ b (R, N)``, or ``out += a @ b`` if ``accumulate``, all of
+    one float dtype: ``a`` C-contiguous or the transpose of a C-contiguous array (read in
+    place), else copied; ``b`` and ``out`` C-contiguous. With R = 1 it is an outer product
+    (a layer's weight gradient of one sample)."""
     if not (a.flags.c_contiguous or a.T.flags.c_contiguous):
         a = np.ascontiguousarray(a)
     flat = a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
@@ -53,13 +54,16 @@ def product(a, b, out) -> None:
         return
     blocks = -(-n // (2 * (VECTOR_BYTES // out.itemsize)))
     count = _threads.parts(blocks, m * n * b.shape[0], GRAIN)
-    _threads.run(_product, count, blocks, flat, rows, cols, b, out, token(VECTOR_BYTES))
+    _threads.run(
+        _product, count, blocks, flat, rows, cols, b, out, bool(accumulate), token(VECTOR_BYTES)
+    )
 
 
 @jit()
-def _product(part, block0, block1, a, row_step, col_step, b, c, vec):
-    """``c[i, j] = sum_r a[i*row_step + r*col_step] * b[r, j]`` for the columns of blocks
-    ``block0 .. block1-1`` (2 vectors each; a short last block column by column).
+def _product(part, block0, block1, a, row_step, col_step, b, c, accumulate, vec):
+    """``c[i, j] = sum_r a[i*row_step + r*col_step] * b[r, j]`` (added to ``c[i, j]`` if
+    ``accumulate``) for the columns of blocks ``block0 .. block1-1`` (2 vectors each; a
+    short last block column by column).
 
     a: flat (any size covering the strides); b (R, N) and c (M, N) C-contiguous.
     """
@@ -74,7 +78,7 @@ def _product(part, block0, block1, a, row_step, col_step, b, c, vec):
         if j0 + width > n:  # the short last block
             for i in range(m):
                 for j in range(j0, n):
-                    total = cf.dtype.type(0)
+                    total = cf[i * n + j] if accumulate else cf.dtype.type(0)
                     for r in range(depth):
                         total += a[i * row_step + r * col_step] * bf[r * n + j]
                     cf[i * n + j] = total
@@ -85,8 +89,16 @@ def _product(part, block0, block1, a, row_step, col_step, b, c, vec):
             i3, i4, i5 = min(i0 + 3, last), min(i0 + 4, last), min(i0 + 5, last)
             r0, r1, r2 = i0 * row_step, i1 * row_step, i2 * row_step
             r3, r4, r5 = i3 * row_step, i4 * row_step, i5 * row_step
-            a00 = a01 = a10 = a11 = a20 = a21 = vzero(cf, vec)
-            a30 = a31 = a40 = a41 = a50 = a51 = a00
+            if accumulate:  # a short last block's repeated rows load and store the same sums
+                a00, a01 = vload(cf, i0 * n + j0, vec), vload(cf, i0 * n + j0 + lane, vec)
+                a10, a11 = vload(cf, i1 * n + j0, vec), vload(cf, i1 * n + j0 + lane, vec)
+                a20, a21 = vload(cf, i2 * n + j0, vec), vload(cf, i2 * n + j0 + lane, vec)
+                a30, a31 = vload(cf, i3 * n + j0, vec), vload(cf, i3 * n + j0 + lane, vec)
+                a40, a41 = vload(cf, i4 * n + j0, vec), vload(cf, i4 * n + j0 + lane, vec)
+                a50, a51 = vload(cf, i5 * n + j0, vec), vload(cf, i5 * n + j0 + lane, vec)
+            else:
+                a00 = a01 = a10 = a11 = a20 = a21 = vzero(cf, vec)
+                a30 = a31 = a40 = a41 = a50 = a51 = a00
             for r in range(depth):
                 b0 = vload(bf, r * n + j0, vec)
                 b1 = vload(bf, r * n + j0 + lane, vec)

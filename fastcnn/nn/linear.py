@@ -81,8 +81,7 @@ class Linear(Module):
             return self._backward_row(x, grad_out, need_input_grad)
         g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
-        gemm.product(g2.T, x2, self._scratch_w)
-        self.weight.grad += self._scratch_w
+        self._add_weight_grad(g2.T, x2)
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
         if not need_input_grad:
@@ -92,12 +91,10 @@ class Linear(Module):
         return grad_x.reshape(x.shape)
 
     def _backward_row(self, x, grad_out, need_input_grad):
-        """Backward of one row: an outer product (not a (n, 1) x (1, m) GEMM) into the
-        layer's reused buffer for the weight gradient, a vector-matrix product for the
-        input gradient."""
+        """Backward of one row: the weight gradient an outer product added in one pass (not
+        a (n, 1) x (1, m) GEMM), the input gradient a vector-matrix product."""
         g, xv = grad_out.reshape(-1), x.reshape(-1)
-        np.outer(g, xv, out=self._scratch_w)
-        self.weight.grad += self._scratch_w
+        self._add_weight_grad(g.reshape(-1, 1), xv.reshape(1, -1))
         if self.bias is not None:
             self.bias.grad += g
         if not need_input_grad:
@@ -105,6 +102,16 @@ class Linear(Module):
         grad_x = np.empty(x.shape, x.dtype)
         np.dot(g, self.weight.data, out=grad_x.reshape(-1))
         return grad_x
+
+    def _add_weight_grad(self, a, b) -> None:
+        """``weight.grad += a @ b``: straight into the gradient, or through the layer's
+        reused buffer if the gradient array is not one the kernel can write."""
+        grad = self.weight.grad
+        if grad.flags.c_contiguous and grad.flags.writeable:
+            gemm.product(a, b, grad, accumulate=True)
+            return
+        gemm.product(a, b, self._scratch_w)
+        grad += self._scratch_w
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}", f"out_features={self.out_features}"]
