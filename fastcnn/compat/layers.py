@@ -18,6 +18,7 @@ import numpy as np
 
 from fastcnn import functional as F
 from fastcnn._checks import as_dtype, as_float, as_size
+from fastcnn._kernels import gemm
 from fastcnn.compat._arrays import as_float_array, as_shape, checked_rng, of_shape, randn
 
 __all__ = ["CNNLayer", "Convolutional", "Dense", "Layer", "MaxPool", "Reshape"]
@@ -87,7 +88,6 @@ class Dense(Layer):
         rng = checked_rng(rng, op)
         self.weights = randn(rng, (self.output_size, self.input_size), dtype)
         self.bias = randn(rng, (self.output_size, 1), dtype)
-        self._step = None  # learning_rate * output_gradient @ input.T, reused
 
     def forward(self, input):
         """``weights @ input + bias`` for a column vector ``input`` (input_size, 1)."""
@@ -108,10 +108,11 @@ class Dense(Layer):
         if need_input_grad:
             grad_x = np.empty((self.input_size, 1), w.dtype)
             np.dot(g[:, 0], w, out=grad_x[:, 0])  # weights.T @ g, before the step
-        if self._step is None or self._step.dtype != w.dtype or self._step.shape != w.shape:
-            self._step = np.empty_like(w)
-        np.outer(learning_rate * g[:, 0], x[:, 0], out=self._step)
-        w -= self._step
+        step = (-learning_rate * g).astype(w.dtype, copy=False)  # (output_size, 1)
+        if w.flags.c_contiguous and w.flags.writeable:  # w += step @ input.T, in one pass
+            gemm.product(step, x.T, w, accumulate=True)
+        else:
+            w += step @ x.T
         self.bias -= learning_rate * g
         return grad_x
 
