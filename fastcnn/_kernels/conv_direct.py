@@ -26,6 +26,8 @@ order, so results are bitwise repeatable. The obvious twin is ``fastcnn.referenc
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastcnn._config import jit
 from fastcnn._kernels.geometry import padded_image
 from fastcnn._kernels.simd import (
@@ -118,22 +120,23 @@ def _add(dst, o0, o1, o2, o3, o4, o5, acc, vec):
 
 
 @jit(inline=True)
-def _transpose(src, s, rows, cols, stride, dst, d, dst_stride, vec):
-    """``dst[d + j*dst_stride + i] = src[s + i*stride + j]`` for ``i < rows, j < cols``: in
-    square tiles of ``lanes`` (:func:`fastcnn._kernels.simd.vtranspose`) where both fit,
-    element by element at the edges."""
+def _transpose(src, rows, cols, stride, dst, dst_stride, vec):
+    """``dst[j*dst_stride + i] = src[i*stride + j]`` for ``i < rows, j < cols``: in square
+    tiles of ``lanes`` (:func:`fastcnn._kernels.simd.vtranspose`) where both fit, element by
+    element at the edges. (Callers pass slices, not offsets: an integer constant argument
+    would compile a copy of the helper for each value.)"""
     n = lanes(src, vec)
     rows_whole, cols_whole = rows - rows % n, cols - cols % n
     for i0 in range(0, rows_whole, n):
         for j0 in range(0, cols_whole, n):
-            tile = vtranspose(vload_rows(src, s + i0 * stride + j0, stride, vec))
-            vstore_rows(dst, d + j0 * dst_stride + i0, dst_stride, tile, n)
+            tile = vtranspose(vload_rows(src, i0 * stride + j0, stride, vec))
+            vstore_rows(dst, j0 * dst_stride + i0, dst_stride, tile, n)
         for j in range(cols_whole, cols):
             for i in range(i0, i0 + n):
-                dst[d + j * dst_stride + i] = src[s + i * stride + j]
+                dst[j * dst_stride + i] = src[i * stride + j]
     for i in range(rows_whole, rows):
         for j in range(cols):
-            dst[d + j * dst_stride + i] = src[s + i * stride + j]
+            dst[j * dst_stride + i] = src[i * stride + j]
 
 
 @jit()
@@ -175,7 +178,7 @@ def forward(part, n0, n1, x, wt, bias, toff, bases, ph, pw, y, xps, bands, rows,
                                      kp, acc, vec)  # fmt: skip
                         _store(band, d + k0, d + kp + k0, d + 2 * kp + k0, d + 3 * kp + k0,
                                d + 4 * kp + k0, d + 5 * kp + k0, acc, vec)  # fmt: skip
-            _transpose(band, 0, stop - start, k, kp, yf, b * k * p + start, p, vec)
+            _transpose(band, stop - start, k, kp, yf[b * k * p + start :], p, vec)
 
 
 @jit(inline=True)
@@ -213,7 +216,7 @@ def grad_weight(part, n0, n1, x, grad_out, toff, bases, ph, pw, kp, partials, xp
     go[:] = 0  # channels K .. KP stay zero
     for b in range(n0, n1):
         xb = padded_image(x[b], ph, pw, xp, vec)
-        _transpose(grad_out[b].reshape(-1), 0, k, p, p, go, 0, kp, vec)  # (K, P) -> (P, KP)
+        _transpose(grad_out[b].reshape(-1), k, p, p, go, kp, vec)  # (K, P) -> (P, KP)
         for q0 in range(0, p, chunk):
             q1 = min(p, q0 + chunk)
             for r0 in range(0, taps, PIXELS):
@@ -248,6 +251,7 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
     the padded gradient and the spare.
     """
     gt, buf = gts[part], bufs[part]
+    first = np.int64(0)  # not the constant 0: see _transpose
     k = grad_out.shape[1]
     c, h, w = out.shape[1], out.shape[2], out.shape[3]
     wp = w + 2 * pw
@@ -257,7 +261,7 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
     outf = out.reshape(-1)
     for b in range(n0, n1):
         buf[: spare + cp] = 0
-        _transpose(grad_out[b].reshape(-1), 0, k, p, p, gt, 0, k, vec)  # (K, P) -> (P, K)
+        _transpose(grad_out[b].reshape(-1), k, p, p, gt, k, vec)  # (K, P) -> (P, K)
         for p0 in range(0, p, PIXELS):
             # A short last block repeats its last pixel, and adds the repeats to the spare.
             count = min(PIXELS, p - p0)
@@ -271,7 +275,7 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
                 for c0 in range(0, cp, 2 * lane):
                     u = vzero(wt, vec)
                     acc = (u, u, u, u, u, u, u, u, u, u, u, u)
-                    acc = _block(gt, p0 * k, q1 * k, q2 * k, q3 * k, q4 * k, q5 * k, koff, 0, k,
+                    acc = _block(gt, p0 * k, q1 * k, q2 * k, q3 * k, q4 * k, q5 * k, koff, first, k,
                                  wt, t * k * cp + c0, cp, acc, vec)  # fmt: skip
                     o, x = d + c0, spare + c0
                     f1 = e1 + o if count > 1 else x
@@ -282,4 +286,4 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
                     _add(buf, e0 + o, f1, f2, f3, f4, f5, acc, vec)
         for y in range(h):  # the interior rows of buf, pixel-major, to out's planes
             s = ((y + ph) * wp + pw) * cp
-            _transpose(buf, s, w, c, cp, outf, (b * c * h + y) * w, h * w, vec)
+            _transpose(buf[s:], w, c, cp, outf[(b * c * h + y) * w :], h * w, vec)

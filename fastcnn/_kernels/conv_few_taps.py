@@ -141,6 +141,7 @@ def forward(part, n0, n1, x, weight, bias, ph, pw, dh, dw, coff, y, xps, colss, 
     (CHANNELS * block) for the short last block.
     """
     xp, cols, tail = xps[part], colss[part], tails[part]
+    zero = np.int64(0)  # not the constant 0, which would compile its own _store_4x3
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     k, kw = weight.shape[0], weight.shape[3]
     oh, ow = y.shape[2], y.shape[3]
@@ -163,10 +164,10 @@ def forward(part, n0, n1, x, weight, bias, ph, pw, dh, dw, coff, y, xps, colss, 
             o2, o3 = (b * k + k2) * p, (b * k + k3) * p
             for q0 in range(0, whole, block):
                 acc = _forward_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, vec)
-                _store_4x3(yf, o0 + q0, o1 + q0, o2 + q0, o3 + q0, 0, lane, 2 * lane, acc)
+                _store_4x3(yf, o0 + q0, o1 + q0, o2 + q0, o3 + q0, zero, lane, 2 * lane, acc)
             if whole < p:  # the last, short block through tail
                 acc = _forward_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, whole, vec)
-                _store_4x3(tail, 0, block, 2 * block, 3 * block, 0, lane, 2 * lane, acc)
+                _store_4x3(tail, zero, block, 2 * block, 3 * block, zero, lane, 2 * lane, acc)
                 for i, oi in enumerate((o0, o1, o2, o3)):
                     vcopy(tail, i * block, yf, oi + whole, p - whole, vec)
 

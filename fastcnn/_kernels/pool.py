@@ -106,6 +106,7 @@ def _max_pool_2x2(part, p0, p1, x, y, indices, vec):
     _, oh, ow = y.shape
     xf, yf, jf = x.reshape(-1), y.reshape(-1), indices.reshape(-1)
     lane = lanes(xf, vec)
+    zero = np.int64(0)  # not the constant 0, which would compile its own _window_maxima
     # Each candidate's offset from its window's first element.
     tags = (vzero(xf, vec), vfill(xf, 1, vec), vfill(xf, w, vec), vfill(xf, w + 1, vec))
     for p in range(p0, p1):
@@ -114,7 +115,7 @@ def _max_pool_2x2(part, p0, p1, x, y, indices, vec):
             top, out = p * h * w + row, (p * oh + i) * ow
             if ow < lane:
                 k0, k1 = min(2 * ow, lane), max(2 * ow - lane, 0)
-                _window_maxima(xf, yf, jf, top, out, row, w, 0, ow, k0, k1, tags, vec)
+                _window_maxima(xf, yf, jf, top, out, row, w, zero, ow, k0, k1, tags, vec)
                 continue
             for j in range(0, ow, lane):
                 # Whole vectors: constant counts, so the masks fold into plain loads and
