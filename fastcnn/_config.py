@@ -8,6 +8,8 @@ import os
 
 import numba
 
+from fastcnn import _cache
+
 # LLVM fast-math flags that keep IEEE NaN and inf semantics: no ``nnan`` / ``ninf``,
 # and no ``afn`` (approximate exp/log would break agreement with the reference). No
 # ``reassoc`` either: it lets LLVM reorder additions as it pleases, and it pleased
@@ -36,7 +38,7 @@ def jit(parallel=False, inline="never"):
     """
     # Numba wants a mutable set (a frozenset is rejected at compile time).
     options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}
-    return numba.njit(parallel=parallel, inline=inline, **options)
+    return _cache.njit(parallel=parallel, inline=inline, **options)  # cache=True: robust
 
 
 # Numba's default workqueue layer aborts when two Python threads run parallel

@@ -25,7 +25,11 @@ def info() -> dict:
     Keys: ``fastcnn``, ``python``, ``numpy``, ``numba``, ``llvmlite`` (versions),
     ``threading_layer``, ``num_threads`` (fastcnn's), ``numba_max_threads``, ``blas``
     (a list of ``{"library", "version", "num_threads", "threading"}`` from threadpoolctl),
-    ``cache_dir`` (where compiled kernels are cached), ``cpu`` (model name), ``cpu_target``
+    ``cache_dir`` (where compiled kernels are cached, ``None`` when no location is
+    writable and they are compiled in memory), ``cache_writable`` (bool), ``cache_source``
+    (``"NUMBA_CACHE_DIR"``, ``"FASTCNN_CACHE_DIR"`` or ``"default"``: which setting chose
+    the folder; see :mod:`fastcnn._cache`), ``cache_note`` (why it is not writable, or
+    ``""``), ``cpu`` (model name), ``cpu_target``
     (LLVM's name for it) and ``cpu_features`` (sorted list of enabled LLVM features).
     Launches Numba's thread pool if it is not running yet.
     """
@@ -36,7 +40,7 @@ def info() -> dict:
     from threadpoolctl import threadpool_info
 
     import fastcnn
-    from fastcnn import _threads
+    from fastcnn import _cache, _threads
     from fastcnn._kernels import activation
 
     with _threads.guard():  # launches the pool, so the threading layer is known
@@ -53,6 +57,7 @@ def info() -> dict:
         if lib.get("user_api") == "blas"
     ]
     features = llvm.get_host_cpu_features()
+    cache = _cache.describe(activation.relu)
     return {
         "fastcnn": fastcnn.__version__,
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
@@ -63,11 +68,24 @@ def info() -> dict:
         "num_threads": _threads.get_num_threads(),
         "numba_max_threads": numba.config.NUMBA_NUM_THREADS,
         "blas": blas,
-        "cache_dir": activation.relu._cache._cache_path,
+        "cache_dir": cache["dir"],
+        "cache_writable": cache["writable"],
+        "cache_source": cache["source"],
+        "cache_note": cache["note"],
         "cpu": _cpu_model(),
         "cpu_target": llvm.get_host_cpu_name(),
         "cpu_features": sorted(name for name, on in features.items() if on),
     }
+
+
+def _cache_line(d: dict) -> str:
+    source = {"NUMBA_CACHE_DIR": ", from NUMBA_CACHE_DIR", "FASTCNN_CACHE_DIR": ", from "
+              "FASTCNN_CACHE_DIR"}.get(d["cache_source"], "")  # fmt: skip
+    if d["cache_dir"] is None:
+        return f"none, compiling in memory ({d['cache_note']})"
+    if not d["cache_writable"]:
+        return f"{d['cache_dir']} (not writable{source}: {d['cache_note']})"
+    return f"{d['cache_dir']} (writable{source})"
 
 
 def format_info(details: dict | None = None) -> str:
@@ -85,7 +103,7 @@ def format_info(details: dict | None = None) -> str:
         ("threading layer", d["threading_layer"]),
         ("threads", f"{d['num_threads']} of {d['numba_max_threads']}"),
         ("BLAS", blas or "none loaded"),
-        ("cache dir", d["cache_dir"]),
+        ("kernel cache", _cache_line(d)),
         ("CPU", f"{d['cpu']} ({d['cpu_target']})"),
         ("CPU features", " ".join(d["cpu_features"])),
     ]
@@ -94,6 +112,13 @@ def format_info(details: dict | None = None) -> str:
     for key, value in rows:
         head = f"{key + ':':<{width}}"
         lines.append(
-            textwrap.fill(str(value), 100, initial_indent=head, subsequent_indent=" " * width)
+            textwrap.fill(
+                str(value),
+                100,
+                initial_indent=head,
+                subsequent_indent=" " * width,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
         )
     return "\n".join(lines)

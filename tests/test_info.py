@@ -40,7 +40,8 @@ def test_info_reports_the_cpu_and_cache():
     assert d["cpu_features"] == sorted(d["cpu_features"])
     if d["cpu_target"].startswith(("znver", "haswell", "skylake", "icelake")):
         assert "avx2" in d["cpu_features"]
-    assert os.path.isabs(d["cache_dir"])
+    assert os.path.isabs(d["cache_dir"]) and d["cache_writable"] is True
+    assert d["cache_source"] in {"NUMBA_CACHE_DIR", "FASTCNN_CACHE_DIR", "default"}
 
 
 def test_info_follows_set_num_threads(one_thread):
@@ -54,4 +55,10 @@ def test_format_info_shows_every_field():
     text = format_info(d)
     for value in (d["numpy"], d["numba"], d["threading_layer"], d["cache_dir"], d["cpu"]):
         assert str(value) in text
+    assert "(writable" in text
     assert text.splitlines()[0].startswith("fastcnn:")
+
+
+def test_format_info_without_a_cache():
+    d = {**fastcnn.info(), "cache_dir": None, "cache_writable": False, "cache_note": "why"}
+    assert "kernel cache:    none, compiling in memory (why)" in format_info(d)
