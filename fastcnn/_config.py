@@ -35,6 +35,9 @@ def jit(parallel=False, inline="never"):
     inlines them in its own IR. Left to LLVM, a helper with a runtime length was not
     inlined, and each call passed its arrays as some twenty stack arguments: a row copy
     by ``_simd.vcopy`` took about 20 ns a call, 6x the copy itself (measured).
+
+    ``cache=True`` gives each kernel :class:`fastcnn._cache.RobustCache`: a damaged cache
+    entry is recompiled and an unwritable cache folder means compiling in memory.
     """
     # Numba wants a mutable set (a frozenset is rejected at compile time).
     options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}

@@ -364,6 +364,32 @@ def _check_checkpoint_dir(path: str) -> Path:
     return folder
 
 
+def _check_data_dir(args) -> None:
+    """``--data-dir`` and ``--download``: for MNIST only; an existing folder, or with
+    ``--download`` one that can be created."""
+    for option, given in (("--data-dir", args.data_dir is not None), ("--download", args.download)):
+        if given and args.dataset != "mnist":
+            raise ArgumentError(option, "applies to --dataset mnist only")
+    if args.data_dir is None:
+        return
+    folder = Path(args.data_dir).expanduser()
+    if not args.data_dir.strip():
+        raise ArgumentError("--data-dir", "the path is empty")
+    if folder.exists() and not folder.is_dir():
+        raise ArgumentError("--data-dir", f"{args.data_dir} is a file, not a folder")
+    if not folder.exists() and not args.download:
+        raise ArgumentError(
+            "--data-dir", f"{args.data_dir} does not exist (add --download to fetch MNIST into it)"
+        )
+    if args.download:
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ArgumentError("--data-dir", f"{existing} is a file, not a folder")
+        _probe_writable("--data-dir", existing)
+
+
 def _same_file(a: Path | None, b: Path | None) -> bool:
     return a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b)
 
@@ -397,6 +423,7 @@ def _check_train_args(args) -> dict:
             )
     if args.resume and args.no_checkpoint:
         raise UsageError("--resume needs a checkpoint: drop --no-checkpoint")
+    _check_data_dir(args)
     checkpoint = None
     if not args.no_checkpoint:
         checkpoint = _check_checkpoint_dir(args.checkpoint_dir) / f"{args.dataset}.npz"

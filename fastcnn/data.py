@@ -50,7 +50,9 @@ def cache_dir() -> Path:
     """Return fastcnn's user cache folder (not created).
 
     ``$FASTCNN_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/fastcnn``, else
-    ``~/.cache/fastcnn``.
+    ``~/.cache/fastcnn``. Downloaded data go there. When ``FASTCNN_CACHE_DIR`` is set,
+    its ``numba`` subfolder also holds the compiled kernels (unless ``NUMBA_CACHE_DIR`` is
+    set; see :mod:`fastcnn._cache`).
     """
     if os.environ.get("FASTCNN_CACHE_DIR"):
         return Path(os.environ["FASTCNN_CACHE_DIR"]).expanduser()

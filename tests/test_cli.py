@@ -241,6 +241,15 @@ def _threads_available():
               id="plot-format"),
         param(["--plot", "{tmp}/w.png", "--save", "{tmp}/w.png"], "--plot: {tmp}/w.png is also "
               "the --save file", id="plot-is-save"),
+        param(["--data-dir", "{tmp}"], "--data-dir: applies to --dataset mnist only",
+              id="data-dir-digits"),
+        param(["--download"], "--download: applies to --dataset mnist only", id="download-digits"),
+        param(["--dataset", "mnist", "--data-dir", "{tmp}/nope"], "--data-dir: {tmp}/nope does "
+              "not exist (add --download to fetch MNIST into it)", id="data-dir-missing"),
+        param(["--dataset", "mnist", "--data-dir", "{file}"], "--data-dir: {file} is a file, not "
+              "a folder", id="data-dir-file"),
+        param(["--dataset", "mnist", "--data-dir", "{file}/m", "--download"], "--data-dir: {file} "
+              "is a file, not a folder", id="download-under-file"),
         param(["--checkpoint-dir", ""], "--checkpoint-dir: the path is empty", id="ckpt-empty"),
         param(["--checkpoint-dir", "{file}"], "--checkpoint-dir: {file} is a file, not a folder",
               id="ckpt-is-file"),
