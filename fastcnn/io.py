@@ -162,7 +162,10 @@ def save(state, path) -> None:
         if isinstance(exc, OSError):
             raise _naming(exc, path) from exc
         raise
-    _fsync_dir(directory)
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:  # the file is in place, but perhaps not yet on disk
+        raise _naming(exc, path) from exc
 
 
 def _naming(exc: OSError, path: str) -> OSError:

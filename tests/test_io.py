@@ -353,6 +353,23 @@ def test_disk_full_names_the_file_and_keeps_the_old_one(monkeypatch, tmp_path):
     assert os.listdir(tmp_path) == ["model.npz"] and fastcnn.load(path)["epoch"] == 1
 
 
+def test_failing_directory_fsync_names_the_file(monkeypatch, tmp_path):
+    """The last step, syncing the folder after the rename, names the file too."""
+    real = os.fsync
+
+    def fail_on_folders(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+
+    if not os.path.isdir("/proc/self/fd") or not hasattr(os, "O_DIRECTORY"):
+        pytest.skip("needs /proc and O_DIRECTORY")
+    monkeypatch.setattr(fio.os, "fsync", fail_on_folders)
+    path = tmp_path / "model.npz"
+    with pytest.raises(OSError, match=r"^\[Errno 5\] cannot save '.*model.npz': Input/output"):
+        fastcnn.save({"epoch": 1}, path)
+
+
 @pytest.mark.parametrize(
     ("target", "exc", "strerror"),
     [
