@@ -4,7 +4,7 @@ Kernels are compiled with :data:`JIT_OPTIONS` through :func:`jit`; no decorator 
 its own ``fastmath`` flags (``tests/test_config.py`` enforces it).
 """
 
-import numba
+from fastcnn import _cache
 
 # LLVM fast-math flags that keep IEEE NaN and inf semantics: no ``nnan`` / ``ninf``, no
 # ``afn`` (approximate exp/log). No ``reassoc`` either: it lets LLVM reorder additions as
@@ -27,14 +27,16 @@ def jit(inline: bool = False):
     A kernel keeps its C entry point: :mod:`fastcnn._kernels.launch` calls it by address
     on Numba's threads. ``inline=True`` is for small helpers called in hot loops: Numba
     compiles the helper once (per signature) and LLVM inlines it into every caller
-    (``forceinline``). Inlined
-    by Numba instead (``inline="always"``), a helper is typed again inside each caller,
-    which made compiling several times slower; left to LLVM's own judgement, helpers with
-    array arguments were called rather than inlined, and a call per row costs more than
-    the row's work.
+    (``forceinline``). Inlined by Numba instead (``inline="always"``), a helper is typed
+    again inside each caller, which made compiling several times slower; left to LLVM's
+    own judgement, helpers with array arguments were called rather than inlined, and a
+    call per row costs more than the row's work.
+
+    ``cache=True`` gives each kernel :class:`fastcnn._cache.RobustCache`: a damaged cache
+    entry is recompiled and an unwritable cache folder means compiling in memory.
     """
     # Numba wants a mutable set (a frozenset is rejected at compile time).
     options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}
     if inline:  # called only from other kernels: no Python or C entry points
         options.update(forceinline=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-    return numba.njit(**options)
+    return _cache.njit(**options)

@@ -1,4 +1,4 @@
-"""``fastcnn.info()``: what fastcnn runs on (versions, threads, cache, CPU, vector width)."""
+"""``fastcnn.info()``: what fastcnn runs on (versions, threads, BLAS, cache, CPU)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,14 @@ def info() -> dict:
     """Describe the running fastcnn: a dict of plain values (str, int, list, dict).
 
     Keys: ``fastcnn``, ``python``, ``numpy``, ``numba``, ``llvmlite`` (versions),
-    ``num_threads`` (fastcnn's), ``max_threads`` (the cores it may use), ``vector_bytes``
-    (the SIMD width its kernels use), ``cache_dir`` (where compiled kernels are cached),
-    ``cpu`` (model name), ``cpu_target`` (LLVM's name for it) and ``cpu_features`` (sorted
-    list of enabled LLVM features).
+    ``num_threads`` (fastcnn's), ``max_threads`` (the threads Numba launches),
+    ``vector_bytes`` (the SIMD width of the kernels), ``cache_dir`` (where compiled kernels
+    are cached, ``None`` when no location is writable and they are compiled in memory),
+    ``cache_writable`` (bool), ``cache_source`` (``"NUMBA_CACHE_DIR"``,
+    ``"FASTCNN_CACHE_DIR"`` or ``"default"``: which setting chose the folder; see
+    :mod:`fastcnn._cache`), ``cache_note`` (why it is not writable, or ``""``), ``cpu``
+    (model name), ``cpu_target`` (LLVM's name for it) and ``cpu_features`` (sorted list of
+    enabled LLVM features).
     """
     import llvmlite
     import llvmlite.binding as llvm
@@ -34,10 +38,11 @@ def info() -> dict:
     import numpy as np
 
     import fastcnn
-    from fastcnn import _threads
+    from fastcnn import _cache, _threads
     from fastcnn._kernels import activation, simd
 
     features = llvm.get_host_cpu_features()
+    cache = _cache.describe(activation._relu)
     return {
         "fastcnn": fastcnn.__version__,
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
@@ -47,30 +52,38 @@ def info() -> dict:
         "num_threads": _threads.get_num_threads(),
         "max_threads": _threads.MAX_THREADS,
         "vector_bytes": simd.VECTOR_BYTES,
-        "cache_dir": activation._relu._cache._cache_path,
+        "cache_dir": cache["dir"],
+        "cache_writable": cache["writable"],
+        "cache_source": cache["source"],
+        "cache_note": cache["note"],
         "cpu": _cpu_model(),
         "cpu_target": llvm.get_host_cpu_name(),
         "cpu_features": sorted(name for name, on in features.items() if on),
     }
 
 
+def _cache_line(d: dict) -> str:
+    source = {"NUMBA_CACHE_DIR": ", from NUMBA_CACHE_DIR", "FASTCNN_CACHE_DIR": ", from "
+              "FASTCNN_CACHE_DIR"}.get(d["cache_source"], "")  # fmt: skip
+    if d["cache_dir"] is None:
+        return f"none, compiling in memory ({d['cache_note']})"
+    if not d["cache_writable"]:
+        return f"{d['cache_dir']} (not writable{source}: {d['cache_note']})"
+    return f"{d['cache_dir']} (writable{source})"
+
+
 def format_info(details: dict | None = None) -> str:
     """Render :func:`info` (or a dict it returned) as aligned ``key: value`` lines."""
     d = info() if details is None else details
-    isa = {64: "AVX-512", 32: "AVX2"}.get(d["vector_bytes"], "")
+    isa = {64: " (AVX-512)", 32: " (AVX2)"}.get(d["vector_bytes"], "")
     rows = [
         ("fastcnn", d["fastcnn"]),
         ("python", d["python"]),
         ("numpy", d["numpy"]),
         ("numba", f"{d['numba']} (llvmlite {d['llvmlite']})"),
         ("threads", f"{d['num_threads']} of {d['max_threads']}"),
-        (
-            "SIMD",
-            f"{d['vector_bytes']}-byte vectors ({isa})"
-            if isa
-            else f"{d['vector_bytes']}-byte vectors",
-        ),
-        ("cache dir", d["cache_dir"]),
+        ("SIMD", f"{d['vector_bytes']}-byte vectors{isa}"),
+        ("kernel cache", _cache_line(d)),
         ("CPU", f"{d['cpu']} ({d['cpu_target']})"),
         ("CPU features", " ".join(d["cpu_features"])),
     ]
@@ -79,7 +92,14 @@ def format_info(details: dict | None = None) -> str:
     for key, value in rows:
         head = f"{key + ':':<{width}}"
         lines.append(
-            textwrap.fill(str(value), 100, initial_indent=head, subsequent_indent=" " * width)
+            textwrap.fill(
+                str(value),
+                100,
+                initial_indent=head,
+                subsequent_indent=" " * width,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
         )
     return "\n".join(lines)
 

@@ -3,7 +3,8 @@
 Every loader returns one split as ``(images, labels)``: images float32 ``(N, 1, H, W)``
 scaled to ``[0, 1]`` (NCHW, C-contiguous), labels int64 ``(N,)``.
 
-MNIST is read from the four original IDX gzip files. :func:`load_mnist` with
+MNIST is read from the four original IDX gzip files, or from their decompressed versions
+(``train-images-idx3-ubyte`` or ``train-images.idx3-ubyte``). :func:`load_mnist` with
 ``download=True`` fetches the missing ones once into a folder (by default
 :func:`cache_dir` ``/ "mnist"``), checks each against its published sha256 and only then
 moves it into place: a failed or corrupted download leaves no file behind.
@@ -49,7 +50,9 @@ def cache_dir() -> Path:
     """Return fastcnn's user cache folder (not created).
 
     ``$FASTCNN_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/fastcnn``, else
-    ``~/.cache/fastcnn``.
+    ``~/.cache/fastcnn``. Downloaded data go there. When ``FASTCNN_CACHE_DIR`` is set,
+    its ``numba`` subfolder also holds the compiled kernels (unless ``NUMBA_CACHE_DIR`` is
+    set; see :mod:`fastcnn._cache`).
     """
     if os.environ.get("FASTCNN_CACHE_DIR"):
         return Path(os.environ["FASTCNN_CACHE_DIR"]).expanduser()
@@ -99,8 +102,10 @@ def load_mnist(
     """Load the MNIST training (60000) or test (10000) split from its IDX gzip files.
 
     ``root`` is the folder holding ``train-images-idx3-ubyte.gz`` and the three other
-    original files (default ``cache_dir() / "mnist"``). With ``download=True`` the
-    files missing from ``root`` are fetched from ``base_url`` (default
+    original files (default ``cache_dir() / "mnist"``); each may also be there
+    decompressed, as ``train-images-idx3-ubyte`` or ``train-images.idx3-ubyte`` (the
+    ``.gz`` is read first if both are). With ``download=True`` the files missing from
+    ``root`` (in every form) are fetched from ``base_url`` (default
     ``$FASTCNN_MNIST_URL`` or :data:`MNIST_URL`), checked against :data:`MNIST_SHA256`
     and renamed into place only if they match; ``progress`` shows a tqdm bar (``None``:
     only on a terminal).
@@ -114,20 +119,33 @@ def load_mnist(
     if download:
         url = base_url or os.environ.get("FASTCNN_MNIST_URL") or MNIST_URL
         for name in (image_name, label_name):
-            if not (root / name).exists():
+            if _find_idx(root, name) is None:
                 download_file(_join_url(url, name), root / name, MNIST_SHA256[name], progress)
-    images = read_idx(root / image_name, ndim=3)
-    labels = read_idx(root / label_name, ndim=1)
+    image_path, label_path = (_find_idx(root, n) or root / n for n in (image_name, label_name))
+    images = read_idx(image_path, ndim=3)
+    labels = read_idx(label_path, ndim=1)
     if len(images) != len(labels):
         raise ValueError(
-            f"load_mnist: {root / image_name} holds {len(images)} images but "
-            f"{root / label_name} holds {len(labels)} labels"
+            f"load_mnist: {image_path} holds {len(images)} images but "
+            f"{label_path} holds {len(labels)} labels"
         )
     if labels.size and labels.max() > 9:
-        raise ValueError(f"load_mnist: {root / label_name} holds a label > 9")
+        raise ValueError(f"load_mnist: {label_path} holds a label > 9")
     x = images.astype(np.float32)[:, None, :, :]
     x /= np.float32(255)  # exactly rounded, as torchvision's ToTensor
     return x, labels.astype(np.int64)
+
+
+def _idx_names(name: str) -> tuple[str, ...]:
+    """The names one original MNIST file may have: as published, then decompressed, with
+    a dash or with the dot that the name stored inside the gzip header has."""
+    plain = name.removesuffix(".gz")
+    return (name, plain, plain.replace("-idx", ".idx", 1))
+
+
+def _find_idx(root: Path, name: str) -> Path | None:
+    """The first of :func:`_idx_names` that is a file in ``root``, or ``None``."""
+    return next((root / n for n in _idx_names(name) if (root / n).is_file()), None)
 
 
 def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
@@ -139,9 +157,11 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
+        others = [n for n in _idx_names(path.name)[1:] if n != path.name]
+        also = f" (nor {' or '.join(others)})" if path.name.endswith(".gz") else ""
         raise FileNotFoundError(
-            f"{path} not found (pass download=True, or --download on the command line, "
-            "to fetch the MNIST files)"
+            f"{path} not found{also}; pass download=True, or --download on the command "
+            "line, to fetch the MNIST files"
         )
     try:
         with open(path, "rb") as raw:

@@ -128,7 +128,9 @@ def save(state, path) -> None:
     Raises:
         TypeError/ValueError: ``state`` holds something that cannot be saved (nothing is
             written).
-        OSError: the file cannot be written (the old file, if any, is left untouched).
+        OSError: the file cannot be written (the old file, if any, is left untouched); of
+            the original type (``FileNotFoundError``, ``IsADirectoryError``, ...) and errno
+            (``ENOSPC`` for a full disk), its message names ``path``, not the temporary.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"save: state must be a mapping, got {type(state).__name__}")
@@ -138,8 +140,11 @@ def save(state, path) -> None:
     header = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide, as open().
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -149,13 +154,25 @@ def save(state, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
-    _fsync_dir(directory)
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:  # the file is in place, but perhaps not yet on disk
+        raise _naming(exc, path) from exc
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """``exc`` as an error of the same type and errno whose message names ``path``."""
+    if exc.errno is not None and exc.strerror:
+        return type(exc)(exc.errno, f"cannot save {path!r}: {exc.strerror}")
+    return type(exc)(f"cannot save {path!r}: {exc}")
 
 
 # --- load ----------------------------------------------------------------------------

@@ -16,6 +16,10 @@ constructor, so ``step()`` allocates no arrays: on glibc, large temporaries are 
 (Adam: ``"buffers": {"exp_avg": [...], "exp_avg_sq": [...]}``). Loading it into an
 optimiser over the same parameters restores the run bitwise.
 
+Every hyper-parameter must be finite in the parameters' dtype: ``SGD(params, lr=1e39)``
+over float32 parameters is refused (``ValueError`` naming ``lr``), since its first step
+would write inf and NaN into every weight.
+
 :class:`CosineSchedule` gives the learning rate of each epoch; :func:`fastcnn.train.fit`
 sets it on the optimiser before the epoch runs.
 """
@@ -29,7 +33,23 @@ import numpy as np
 from fastcnn._checks import _is_int, as_float
 from fastcnn._kernels import optim as kernels
 
-__all__ = ["SGD", "Adam", "CosineSchedule", "Optimizer"]
+__all__ = ["SGD", "Adam", "CosineSchedule", "Optimizer", "check_representable"]
+
+
+def check_representable(value: float, name: str, op: str, dtypes) -> float:
+    """Return ``value`` if it is finite in every one of ``dtypes``, else raise ValueError.
+
+    A hyper-parameter finite in float64 may be inf in the parameters' float32 (``lr=1e39``):
+    the first step would then write inf and NaN into every weight.
+    """
+    for dtype in dtypes:
+        limit = float(np.finfo(dtype).max)
+        if abs(value) > limit:
+            raise ValueError(
+                f"{op}: {name}={value!r} overflows {np.dtype(dtype).name}, the parameters' "
+                f"dtype (largest finite value {limit:.6g})"
+            )
+    return value
 
 
 class Optimizer:
@@ -71,6 +91,7 @@ class Optimizer:
             if id(p) in seen:
                 raise ValueError(f"{op}: params[{i}] appears more than once")
             seen.add(id(p))
+        self._check_range({name: getattr(self, name) for name in self._hyper_names})
         self.steps = 0
         self.buffers = {
             name: [np.zeros_like(p.data) for p in self.params]
@@ -121,6 +142,7 @@ class Optimizer:
                 f"{op}: hyper must have the keys {sorted(self._hyper_names)}, got {sorted(hyper)}"
             )
         hyper = self._check_hyper(**hyper)
+        self._check_range(hyper)
         steps = state["steps"]
         if isinstance(steps, np.ndarray) and steps.ndim == 0:
             steps = steps.item()
@@ -162,6 +184,16 @@ class Optimizer:
     def __repr__(self) -> str:
         hyper = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._hyper_names)
         return f"{type(self).__name__}({len(self.params)} parameters, {hyper})"
+
+    def _check_range(self, hyper: dict) -> None:
+        """Refuse float hyper-parameters that overflow a parameter's dtype."""
+        dtypes = {p.data.dtype for p in self.params}
+        for name, value in hyper.items():
+            values = value if isinstance(value, tuple) else (value,)
+            for i, v in enumerate(values):
+                if isinstance(v, float):
+                    label = f"{name}[{i}]" if isinstance(value, tuple) else name
+                    check_representable(v, label, type(self).__name__, dtypes)
 
     # --- for subclasses -----------------------------------------------------------------
 

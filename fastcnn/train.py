@@ -6,15 +6,23 @@
     {"format": "fastcnn-checkpoint", "epoch": 3,
      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
      "rng": rng.bit_generator.state, "layer_rngs": {"3": dropout.rng.bit_generator.state},
-     "history": [{"epoch": 1, ...}, ...], "config": {...}}
+     "history": [{"epoch": 1, ...}, ...], "config": {...}, "start_loss": 2.30,
+     "data": {"train_size": 60000, "image_shape": [1, 28, 28], "labels_sha256": "..."}}
 
 and ``fit(..., resume=True)`` restores all of it, so a run that was killed and resumed
 ends bitwise equal to one that never stopped (same seed and thread count). The random
 generator drives the batch order only; the model's initial weights come from the caller.
+
+A diverging run never reaches a checkpoint: the parameters are checked after every step
+and the whole state before every checkpoint, and :func:`fit` raises
+:class:`TrainingDiverged` (a ``FloatingPointError``) when a value is not finite or when the
+loss stays above its starting value for a whole epoch. The last checkpoint then still
+holds the last good epoch, and resuming from it with a lower learning rate is allowed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -27,9 +35,34 @@ from fastcnn import io, nn
 from fastcnn._checks import as_float
 from fastcnn.data import iterate_batches
 
-__all__ = ["CHECKPOINT_FORMAT", "evaluate", "fit", "lenet", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT", "TrainingDiverged", "check_resume", "data_record", "evaluate", "fit",
+    "lenet", "load_checkpoint", "non_finite",
+]  # fmt: skip
 
 CHECKPOINT_FORMAT = "fastcnn-checkpoint"
+
+#: A run diverges when every batch loss of an epoch is above the starting loss and at least
+#: this many in a row were (across epochs, for epochs of few batches): a run that does not
+#: learn has about half its batch losses above its start, so a short streak means little.
+DIVERGENCE_STREAK = 8
+
+#: Settings in ``config`` that a resumed run may change: more epochs, or a lower learning
+#: rate after a run diverged (the change is logged).
+RESUMABLE_CHANGES = frozenset({"epochs", "lr"})
+
+
+class TrainingDiverged(FloatingPointError):
+    """:func:`fit` stopped because the training diverged; nothing of it was saved.
+
+    ``epoch``: the epoch that diverged; ``checkpoint``: the checkpoint path (or ``None``);
+    ``last_good_epoch``: the epoch that checkpoint holds from this run or the one it
+    resumed (0: none was written).
+    """
+
+    def __init__(self, message: str, epoch: int, checkpoint, last_good_epoch: int):
+        super().__init__(message)
+        self.epoch, self.checkpoint, self.last_good_epoch = epoch, checkpoint, last_good_epoch
 
 
 def lenet(
@@ -116,21 +149,70 @@ def _layer_generators(module, prefix: str = "") -> dict[str, np.random.Generator
     return found
 
 
-def _check_resume(path, saved: dict, config: dict | None) -> None:
+def check_resume(path, saved: dict, config: dict | None) -> dict:
+    """Compare the ``config`` of a run resuming from checkpoint ``path`` with the one saved.
+
+    Returns ``{key: (saved, new)}`` for the changes allowed on resume
+    (:data:`RESUMABLE_CHANGES`, ``epochs`` left out); raises ``ValueError`` naming every
+    other changed setting. ``config=None`` checks nothing.
+    """
     if config is None:
-        return
-    ignore = {"epochs"}
+        return {}
     changed = {
         key: (saved.get(key), config.get(key))
-        for key in (saved.keys() | config.keys()) - ignore
+        for key in saved.keys() | config.keys()
         if saved.get(key) != config.get(key)
     }
-    if changed:
-        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE_CHANGES}
+    if refused:
+        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(refused.items()))
         raise ValueError(
             f"cannot resume from {os.fspath(path)!r}: it was written with other settings "
             f"({detail}); use the same settings, or another checkpoint directory"
         )
+    return {k: v for k, v in changed.items() if k != "epochs"}
+
+
+def data_record(train_data) -> dict:
+    """What identifies the training data in a checkpoint: the number of images, their
+    shape and the sha256 of the labels (as little-endian int64)."""
+    x, y = train_data
+    digest = hashlib.sha256(np.ascontiguousarray(y, dtype="<i8").tobytes())
+    return {
+        "train_size": len(y),
+        "image_shape": [int(n) for n in np.shape(x)[1:]],
+        "labels_sha256": digest.hexdigest(),
+    }
+
+
+def _check_data(path, saved: dict | None, current: dict) -> None:
+    if saved is None:  # a checkpoint from before data records
+        return
+    differ = [
+        f"{key}: {saved.get(key)!r} -> {current[key]!r}"
+        for key in current
+        if saved.get(key) != current[key]
+    ]
+    if differ:
+        raise ValueError(
+            f"cannot resume from {os.fspath(path)!r}: it was trained on other data "
+            f"({', '.join(differ)}); resume with the data it was trained on, or use "
+            "another checkpoint directory"
+        )
+
+
+def non_finite(state, prefix: str = "") -> list[str]:
+    """The key paths of the arrays (and floats) in ``state`` (nested mappings and lists,
+    as :func:`fastcnn.save` takes) that hold a NaN or an infinity."""
+    if isinstance(state, dict):
+        return [k for key, v in state.items() for k in non_finite(v, f"{prefix}{key}/")]
+    if isinstance(state, (list, tuple)):
+        return [k for i, v in enumerate(state) for k in non_finite(v, f"{prefix}{i}/")]
+    if isinstance(state, (np.ndarray, np.floating, float)):
+        array = np.asarray(state)
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            return [prefix.rstrip("/")]
+    return []
 
 
 def fit(
@@ -149,6 +231,7 @@ def fit(
     lr_schedule: Callable[[int], float] | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    stop_on_divergence: bool = True,
 ) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs (in total, counting resumed ones).
 
@@ -166,14 +249,25 @@ def fit(
         resume: continue from ``checkpoint`` (which must exist): restores the model,
             optimiser, ``rng``, epoch and history, then trains the remaining epochs.
         config: JSON-able settings stored in the checkpoint; on resume they must equal
-            the stored ones (``epochs`` may differ), so a run is never continued with
-            other hyper-parameters by mistake.
+            the stored ones, so a run is never continued with other hyper-parameters by
+            mistake. ``epochs`` may differ, and so may ``lr``: a lower rate is how a
+            diverged run continues; the change is logged and the optimiser keeps the
+            rate it was built with instead of the checkpoint's.
         lr_schedule: called with each epoch (1-based) before it runs; the optimiser's
-            ``lr`` is set to what it returns (e.g. :class:`fastcnn.optim.CosineSchedule`).
-            ``None`` leaves ``lr`` alone.
+            ``lr`` is set to what it returns (e.g. :class:`fastcnn.optim.CosineSchedule`),
+            which must be finite in the parameters' dtype. ``None`` leaves ``lr`` alone.
         progress: show a tqdm bar per epoch with the loss and images/s (``None``: only
             on a terminal).
         log: called with one line per epoch (default: ``tqdm.write`` to stdout).
+        stop_on_divergence: raise :class:`TrainingDiverged` when the loss stays above
+            its starting value (the first batch's) for a whole epoch (and for at least
+            :data:`DIVERGENCE_STREAK` batches in a row). Non-finite values always stop
+            the run.
+
+    The checkpoint also records the training data (:func:`data_record`); resuming with
+    other data raises ``ValueError``. After every step the parameters are checked (one
+    ``np.isfinite`` pass each), and the whole state before every checkpoint: a NaN or
+    inf raises :class:`TrainingDiverged` before anything is written.
 
     Returns:
         The history, one dict per epoch: ``epoch``, ``lr``, ``train_loss`` (mean over
@@ -182,16 +276,24 @@ def fit(
     """
     from tqdm import tqdm
 
+    from fastcnn.optim import check_representable
+
     if log is None:
         log = tqdm.write
     x, y = train_data
     history: list[dict] = []
     start = 0
+    start_loss = None
+    data = data_record(train_data)
+    params = model.named_parameters()
+    dtypes = {p.data.dtype for _, p in params}
     if resume:
         if checkpoint is None:
             raise ValueError("fit: resume=True needs a checkpoint path")
         state = load_checkpoint(checkpoint)
-        _check_resume(checkpoint, state["config"], config)
+        changes = check_resume(checkpoint, state["config"], config)
+        _check_data(checkpoint, state.get("data"), data)
+        lr = getattr(optimizer, "lr", None)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
@@ -200,13 +302,22 @@ def fit(
             generators[path].bit_generator.state = saved
         history = list(state["history"])
         start = int(state["epoch"])
+        start_loss = state.get("start_loss")
         log(f"resumed from {os.fspath(checkpoint)} after epoch {start}")
+        if "lr" in changes:
+            optimizer.lr = lr
+            old, new = changes["lr"]
+            log(f"learning rate changed on resume: {old!r} -> {new!r}")
+    last_good, streak = start, 0
     model.train()
     n_batches = math.ceil(len(y) / batch_size)
     for epoch in range(start + 1, epochs + 1):
         if lr_schedule is not None:
-            optimizer.lr = as_float(lr_schedule(epoch), f"lr_schedule({epoch})", "fit", low=0.0)
+            name = f"lr_schedule({epoch})"
+            rate = as_float(lr_schedule(epoch), name, "fit", low=0.0)
+            optimizer.lr = check_representable(rate, name, "fit", dtypes)
         loss_sum, seen = 0.0, 0
+        judged, below = 0, False  # batches compared with start_loss; any not above it?
         bar = tqdm(
             total=n_batches,
             desc=f"epoch {epoch}/{epochs}",
@@ -220,13 +331,20 @@ def fit(
             for xb, yb in iterate_batches(x, y, batch_size, rng):
                 optimizer.zero_grad()
                 loss = float(loss_fn.forward(model(xb), yb))
+                if not math.isfinite(loss):
+                    raise _diverged(f"the loss became {loss}", epoch, checkpoint, last_good)
                 model.backward(loss_fn.backward(), need_input_grad=False)
                 optimizer.step()
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"fit: the loss became {loss} in epoch {epoch}; lower the learning "
-                        "rate (the last checkpoint is unchanged)"
-                    )
+                for name, p in params:
+                    if not np.isfinite(p.data).all():
+                        what = f"the step wrote NaN or inf into {name} (loss {loss:.4g})"
+                        raise _diverged(what, epoch, checkpoint, last_good)
+                if start_loss is None:
+                    start_loss = loss  # the first batch of the run sets the bar
+                else:
+                    judged += 1
+                    below = below or loss <= start_loss
+                    streak = 0 if loss <= start_loss else streak + 1
                 loss_sum += loss * len(yb)
                 seen += len(yb)
                 bar.update(1)
@@ -234,6 +352,12 @@ def fit(
                     rate = seen / (time.perf_counter() - t0)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{rate:.0f}")
         seconds = time.perf_counter() - t0
+        if stop_on_divergence and judged and not below and streak >= DIVERGENCE_STREAK:
+            what = (
+                f"the loss stayed above its starting value {start_loss:.4g} for the whole "
+                f"epoch (mean {loss_sum / seen:.4g})"
+            )
+            raise _diverged(what, epoch, checkpoint, last_good)
         accuracy = evaluate(model, *test_data) if test_data is not None else None
         record = {
             "epoch": epoch,
@@ -246,8 +370,31 @@ def fit(
         history.append(record)
         log(_epoch_line(record, epochs))
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, optimizer, rng, epoch, history, config)
+            state = _checkpoint_state(model, optimizer, rng, epoch, history, config)
+            state.update(start_loss=start_loss, data=data)
+            bad = non_finite(state)
+            if bad:
+                what = f"the state to checkpoint holds NaN or inf in {', '.join(bad[:5])}"
+                raise _diverged(what, epoch, checkpoint, last_good)
+            _save_checkpoint(checkpoint, state)
+            last_good = epoch
     return history
+
+
+def _diverged(what: str, epoch: int, checkpoint, last_good: int) -> TrainingDiverged:
+    if checkpoint is None:
+        kept = "no checkpoint is written"
+    elif last_good == 0:
+        kept = "no checkpoint of this run was written"
+    else:
+        kept = f"{os.fspath(checkpoint)} still holds epoch {last_good}"
+    return TrainingDiverged(
+        f"fit: training diverged in epoch {epoch}: {what}; nothing of this epoch was saved "
+        f"({kept}); lower the learning rate",
+        epoch,
+        checkpoint,
+        last_good,
+    )
 
 
 def _epoch_line(r: dict, epochs: int) -> str:
@@ -258,18 +405,19 @@ def _epoch_line(r: dict, epochs: int) -> str:
     )
 
 
-def _save_checkpoint(path, model, optimizer, rng, epoch, history, config) -> None:
+def _checkpoint_state(model, optimizer, rng, epoch, history, config) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng.bit_generator.state,
+        "layer_rngs": {k: g.bit_generator.state for k, g in _layer_generators(model).items()},
+        "history": history,
+        "config": config or {},
+    }
+
+
+def _save_checkpoint(path, state: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    io.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng.bit_generator.state,
-            "layer_rngs": {k: g.bit_generator.state for k, g in _layer_generators(model).items()},
-            "history": history,
-            "config": config or {},
-        },
-        path,
-    )
+    io.save(state, path)

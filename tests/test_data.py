@@ -83,6 +83,51 @@ def test_uncompressed_idx_is_read(tmp_path):
     np.testing.assert_array_equal(data.read_idx(tmp_path / "a.idx", ndim=2), array)
 
 
+def decompressed(files: dict[str, bytes], dotted: bool) -> dict[str, bytes]:
+    """``files`` decompressed, named without ``.gz`` (``dotted``: ``train-images.idx3-ubyte``,
+    the name stored in the original gzip headers)."""
+    out = {}
+    for name, blob in files.items():
+        plain = name.removesuffix(".gz")
+        out[plain.replace("-idx", ".idx") if dotted else plain] = gzip.decompress(blob)
+    return out
+
+
+@pytest.mark.parametrize("dotted", [False, True], ids=["dash", "dot"])
+def test_folder_of_decompressed_idx_files(tmp_path, dotted):
+    """A folder of plain IDX files (gunzipped, in either naming) loads as the .gz one."""
+    files = synthetic_mnist()
+    write_files(tmp_path / "gz", files)
+    write_files(tmp_path / "plain", decompressed(files, dotted))
+    for train in (True, False):
+        x, y = data.load_mnist(tmp_path / "plain", train=train)
+        x_gz, y_gz = data.load_mnist(tmp_path / "gz", train=train)
+        np.testing.assert_array_equal(x, x_gz)
+        np.testing.assert_array_equal(y, y_gz)
+
+
+def test_mixed_folder_prefers_the_gz(tmp_path):
+    files = synthetic_mnist()
+    write_files(tmp_path, files)
+    other = decompressed(synthetic_mnist(seed=1), dotted=False)
+    write_files(tmp_path, other)
+    _, y = data.load_mnist(tmp_path, train=False)
+    labels = np.frombuffer(gzip.decompress(files["t10k-labels-idx1-ubyte.gz"])[8:], np.uint8)
+    np.testing.assert_array_equal(y, labels)
+
+
+@needs_mnist
+def test_real_mnist_decompressed(tmp_path):
+    """The real test split, gunzipped: byte for byte the data of the .gz files."""
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        plain = gzip.decompress((MNIST_DIR / name).read_bytes())
+        (tmp_path / name.removesuffix(".gz")).write_bytes(plain)
+    x, y = data.load_mnist(tmp_path, train=False)
+    x_ref, y_ref = data.load_mnist(MNIST_DIR, train=False)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
 IMAGES = np.zeros((2, 28, 28), np.uint8)
 GOOD = idx_bytes(IMAGES)
 
@@ -123,6 +168,7 @@ def test_missing_file_names_path_and_download(tmp_path):
     with pytest.raises(FileNotFoundError, match="download=True") as info:
         data.load_mnist(tmp_path, train=False)
     assert str(tmp_path / "t10k-images-idx3-ubyte.gz") in str(info.value)
+    assert "(nor t10k-images-idx3-ubyte or t10k-images.idx3-ubyte)" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -248,6 +294,15 @@ def test_failed_download_leaves_nothing(tmp_path, serve, synthetic, fault, error
         data.load_mnist(root, train=False, download=True, base_url=server.url, progress=False)
     assert server.url + name in str(info.value)
     assert list(root.iterdir()) == []
+
+
+def test_download_skips_decompressed_files(tmp_path, serve, synthetic):
+    """A file present decompressed is not fetched again."""
+    server = serve(synthetic)
+    name = "t10k-images-idx3-ubyte.gz"
+    write_files(tmp_path, decompressed({name: synthetic[name]}, dotted=False))
+    x, _ = data.load_mnist(tmp_path, train=False, download=True, base_url=server.url)
+    assert server.requests == ["t10k-labels-idx1-ubyte.gz"] and x.shape == (3, 1, 28, 28)
 
 
 def test_corrupt_second_file_keeps_verified_first(tmp_path, serve, synthetic):

@@ -240,3 +240,43 @@ def test_other_thread_count_agrees_to_round_off(set_threads):
     for key in one:
         scale = np.abs(one[key]).max()
         np.testing.assert_allclose(two[key], one[key], rtol=0, atol=1e-5 * scale, err_msg=key)
+
+
+# --- two runs on one checkpoint folder -----------------------------------------------------
+
+
+def test_second_run_on_a_busy_checkpoint_folder_is_refused(tmp_path, capsys, set_threads):
+    """A run frozen mid-epoch holds its folder: a second run is refused naming its pid,
+    loads nothing and writes nothing; once it is killed, its stale lock is taken over."""
+    pytest.importorskip("sklearn")
+    directory = tmp_path / "ckpt"
+    marker = tmp_path / "frozen"
+    env = {**os.environ, "FAULT_MARKER": str(marker), "FAULT_MODE": "step", "FAULT_AT": "5"}
+    first = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *train_args(directory)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never reached step 5"
+            time.sleep(0.05)
+        assert main(train_args(directory)) == 1
+        out, err = capsys.readouterr()
+        assert out == ""  # refused before loading data: no "training on ..." line
+        assert err.startswith(
+            f"fastcnn train: error: {directory} is in use by another training run (pid "
+            f"{first.pid} on "
+        )
+        assert sorted(p.name for p in directory.iterdir()) == ["fastcnn.lock"]
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
+    assert main(train_args(directory)) == 0
+    out = capsys.readouterr().out
+    assert f"took over the stale lock {directory}/fastcnn.lock of pid {first.pid} (no " in out
+    assert sorted(p.name for p in directory.iterdir()) == ["digits.npz"]

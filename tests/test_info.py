@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import llvmlite
 import numba
@@ -40,7 +41,8 @@ def test_info_reports_the_cpu_and_cache():
     assert d["cpu_features"] == sorted(d["cpu_features"])
     if d["cpu_target"].startswith(("znver", "haswell", "skylake", "icelake")):
         assert "avx2" in d["cpu_features"]
-    assert os.path.isabs(d["cache_dir"])
+    assert os.path.isabs(d["cache_dir"]) and d["cache_writable"] is True
+    assert d["cache_source"] in {"NUMBA_CACHE_DIR", "FASTCNN_CACHE_DIR", "default"}
 
 
 def test_info_follows_set_num_threads(one_thread):
@@ -53,6 +55,7 @@ def test_format_info_shows_every_field():
     text = format_info(d)
     for value in (d["numpy"], d["numba"], d["vector_bytes"], d["cache_dir"], d["cpu"]):
         assert str(value) in text
+    assert "(writable" in text
     assert text.splitlines()[0].startswith("fastcnn:")
 
 
@@ -86,3 +89,8 @@ def test_parse_conv_names_what_is_wrong(spec, message):
 def test_plan_refuses_what_the_functional_api_refuses():
     with pytest.raises(ValueError, match="larger than the padded input"):
         format_plan(parse_conv("1,2,3,3:4,5,5"))
+
+
+def test_format_info_without_a_cache():
+    d = {**fastcnn.info(), "cache_dir": None, "cache_writable": False, "cache_note": "why"}
+    assert re.search(r"kernel cache:\s+none, compiling in memory \(why\)", format_info(d))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zipfile
@@ -328,3 +329,60 @@ def test_every_truncation_is_rejected(good_file):
 def test_load_names_a_bad_path_argument(path):
     with pytest.raises(TypeError, match=r"load: path must be a str or os.PathLike"):
         fastcnn.load(path)
+
+
+def _disk_full(monkeypatch):
+    def failing(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fio.os, "fsync", failing)
+
+
+def test_disk_full_names_the_file_and_keeps_the_old_one(monkeypatch, tmp_path):
+    """ENOSPC (simulated at the fsync, where a full disk shows up) keeps its type and errno
+    and names the file being saved, not the hidden temporary."""
+    path = tmp_path / "model.npz"
+    fastcnn.save({"epoch": 1}, path)
+    _disk_full(monkeypatch)
+    with pytest.raises(OSError) as info:
+        fastcnn.save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == f"[Errno 28] cannot save {str(path)!r}: No space left on device"
+    assert ".tmp" not in str(info.value)
+    assert os.listdir(tmp_path) == ["model.npz"] and fastcnn.load(path)["epoch"] == 1
+
+
+def test_failing_directory_fsync_names_the_file(monkeypatch, tmp_path):
+    """The last step, syncing the folder after the rename, names the file too."""
+    real = os.fsync
+
+    def fail_on_folders(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+
+    if not os.path.isdir("/proc/self/fd") or not hasattr(os, "O_DIRECTORY"):
+        pytest.skip("needs /proc and O_DIRECTORY")
+    monkeypatch.setattr(fio.os, "fsync", fail_on_folders)
+    path = tmp_path / "model.npz"
+    with pytest.raises(OSError, match=r"^\[Errno 5\] cannot save '.*model.npz': Input/output"):
+        fastcnn.save({"epoch": 1}, path)
+
+
+@pytest.mark.parametrize(
+    ("target", "exc", "strerror"),
+    [
+        pytest.param("folder", IsADirectoryError, "Is a directory", id="a-folder"),
+        pytest.param("missing/m.npz", FileNotFoundError, "No such file", id="missing-folder"),
+        pytest.param("file/m.npz", NotADirectoryError, "Not a directory", id="under-a-file"),
+    ],
+)
+def test_unwritable_target_names_the_target(tmp_path, target, exc, strerror):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    path = tmp_path / target
+    with pytest.raises(exc) as info:
+        fastcnn.save({"a": 1}, path)
+    assert f"cannot save {str(path)!r}: {strerror}" in str(info.value)
+    assert ".tmp" not in str(info.value)

@@ -237,6 +237,31 @@ def test_state_dict_format():
             lambda p: Adam([np.zeros(3)]), TypeError, r"params\[0\].*ndarray", id="raw-array"
         ),
         pytest.param(lambda p: Adam(iter([])), ValueError, r"empty", id="empty"),
+        pytest.param(
+            lambda p: SGD(p, lr=1e39),
+            ValueError,
+            r"^SGD: lr=1e\+39 overflows float32, the parameters' dtype \(largest finite value "
+            r"3.40282e\+38\)$",
+            id="sgd-lr-overflows-float32",
+        ),
+        pytest.param(
+            lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=4e38),
+            ValueError,
+            r"SGD: weight_decay=4e\+38 overflows float32",
+            id="sgd-weight-decay-overflows",
+        ),
+        pytest.param(
+            lambda p: Adam(p, lr=1e300), ValueError, r"Adam: lr=1e\+300 overflows", id="adam-lr"
+        ),
+        pytest.param(
+            lambda p: Adam(p, eps=1e39), ValueError, r"Adam: eps=1e\+39 overflows", id="adam-eps"
+        ),
+        pytest.param(
+            lambda p: SGD([*p, Parameter(np.zeros(2))], lr=1e39),
+            ValueError,
+            r"lr=1e\+39 overflows float32",
+            id="mixed-dtypes-smallest-wins",
+        ),
     ],
 )
 def test_rejects_bad_arguments(make, exc, match):
@@ -245,10 +270,32 @@ def test_rejects_bad_arguments(make, exc, match):
         make(_params(np.float32))
 
 
+def test_float64_parameters_take_rates_beyond_float32():
+    params = _params(np.float64)
+    assert SGD(params, lr=1e39).lr == 1e39
+    with pytest.raises(ValueError, match=r"lr=1e\+309|lr must be finite"):
+        SGD(params, lr=1e309)
+
+
+def test_overflowing_rate_is_refused_before_any_step():
+    """The issue's case: lr=1e39 used to be accepted, and one step left inf/NaN weights."""
+    params = _params(np.float32)
+    before = [p.data.copy() for p in params]
+    with pytest.raises(ValueError, match="lr=1e\\+39 overflows float32"):
+        SGD(params, lr=1e39, momentum=0.9)
+    for p, b in zip(params, before, strict=True):
+        np.testing.assert_array_equal(p.data, b)
+    opt = SGD(params, lr=3e38)  # representable: accepted; the step's overflow is fit's to see
+    assert opt.lr == 3e38
+
+
 @pytest.mark.parametrize(
     ("edit", "exc", "match"),
     [
         pytest.param(lambda s: s.update(kind="Adam"), ValueError, r"'Adam'", id="kind"),
+        pytest.param(
+            lambda s: s["hyper"].update(lr=1e39), ValueError, r"lr=1e\+39 overflows", id="lr-1e39"
+        ),
         pytest.param(
             lambda s: s["buffers"]["momentum_buffer"].pop(),
             ValueError,

@@ -262,7 +262,7 @@ def test_resume_restores_dropout_generator(tmp_path, digits):
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        param({"kind": "sgd", "lr": 0.5}, r"lr: None -> 0.5", id="new-key"),
+        param({"kind": "sgd", "batch_size": 64}, r"batch_size: None -> 64", id="new-key"),
         param({"kind": "adam"}, r"kind: 'sgd' -> 'adam'", id="changed"),
     ],
 )
@@ -300,6 +300,155 @@ def test_divergence_stops_before_checkpoint(tmp_path, digits):
             log=lambda line: None,
         )
     assert not (tmp_path / "c.npz").exists()
+
+
+class PoisonAt(optim.SGD):
+    """SGD whose step number ``at`` ends by writing NaN into one entry of ``target`` (a
+    parameter's or buffer's array): a step that overflows, made deterministic."""
+
+    def __init__(self, params, target, at, **hyper):
+        super().__init__(params, **hyper)
+        self.target, self.at = target, at
+
+    def step(self):
+        super().step()
+        if self.steps == self.at:
+            self.target.reshape(-1)[0] = np.nan
+
+
+def fit_quietly(net, opt, data, test=None, **kwargs):
+    lines = []
+    kwargs = {"epochs": 1, "batch_size": 32, "rng": np.random.default_rng(0), **kwargs}
+    history = train.fit(
+        net, opt, nn.CrossEntropyLoss(), data, test, progress=False, log=lines.append, **kwargs
+    )
+    return history, lines
+
+
+def test_last_step_of_a_one_step_epoch_is_checked(tmp_path, digits):
+    """The issue's case: one step an epoch (a batch larger than the data); the step writes
+    NaN. It used to be saved, since only the loss computed before the step was checked."""
+    (x, y), _ = digits
+    net = train.lenet((1, 8, 8), rng=0)
+    name, weight = net.named_parameters()[2]
+    opt = PoisonAt(net.parameters(), weight.data, at=1, lr=0.05)
+    ckpt = tmp_path / "c.npz"
+    with pytest.raises(train.TrainingDiverged) as info:
+        fit_quietly(net, opt, (x, y), batch_size=len(y) + 1, checkpoint=ckpt)
+    assert name == "3.weight"
+    assert re.fullmatch(
+        r"fit: training diverged in epoch 1: the step wrote NaN or inf into 3\.weight \(loss "
+        r"2\.\d+\); nothing of this epoch was saved \(no checkpoint of this run was "
+        r"written\); lower the learning rate",
+        str(info.value),
+    )
+    assert isinstance(info.value, FloatingPointError)
+    assert (info.value.epoch, info.value.last_good_epoch) == (1, 0)
+    assert not ckpt.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, digits):
+    (x, y), _ = digits
+    ckpt = tmp_path / "c.npz"
+    net = train.lenet((1, 8, 8), rng=0)
+    opt = PoisonAt(net.parameters(), net.parameters()[0].data, at=15 + 4, lr=0.05)
+    fit_quietly(net, opt, (x, y), checkpoint=ckpt)  # epoch 1: 15 steps
+    good = ckpt.read_bytes()
+    with pytest.raises(train.TrainingDiverged, match=r"still holds epoch 1\)") as info:
+        fit_quietly(net, opt, (x, y), checkpoint=ckpt, epochs=2, resume=True)
+    assert "diverged in epoch 2: the step wrote NaN or inf into 0.weight" in str(info.value)
+    assert info.value.last_good_epoch == 1 and info.value.checkpoint == ckpt
+    assert ckpt.read_bytes() == good
+    assert train.non_finite(train.load_checkpoint(ckpt)) == []
+
+
+def test_non_finite_buffer_is_never_checkpointed(tmp_path, digits):
+    """A NaN outside the parameters (a batch-norm running variance) is caught before the
+    checkpoint is written."""
+    (x, y), _ = digits
+    net = train.lenet((1, 8, 8), batchnorm=True, rng=0)
+    opt = PoisonAt(net.parameters(), net[1].running_var, at=15, lr=0.05)
+    with pytest.raises(train.TrainingDiverged, match=r"holds NaN or inf in model/1.running_var"):
+        fit_quietly(net, opt, (x, y), checkpoint=tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_loss_above_its_start_for_a_whole_epoch_is_divergence(tmp_path, digits):
+    """lr 50 ends at chance level without a NaN: reported, and nothing is saved."""
+    net, _, rng = make_run("sgd", False)
+    opt = optim.SGD(net.parameters(), lr=50.0, momentum=0.9)
+    with pytest.raises(train.TrainingDiverged, match="the loss stayed above its starting") as info:
+        fit_quietly(net, opt, digits[0], checkpoint=tmp_path / "c.npz", rng=rng)
+    assert info.value.epoch == 1 and not (tmp_path / "c.npz").exists()
+    net, _, rng = make_run("sgd", False)
+    opt = optim.SGD(net.parameters(), lr=50.0, momentum=0.9)
+    history, _ = fit_quietly(net, opt, digits[0], rng=rng, stop_on_divergence=False)
+    assert history[0]["train_loss"] > 2.4  # the same run, let through
+
+
+@pytest.mark.parametrize("lr", [1e-4, 0.05])
+def test_slow_or_normal_learning_is_not_divergence(digits, lr):
+    """A tiny rate leaves the loss at its start, about half the batches above it."""
+    net, _, rng = make_run("sgd", False)
+    opt = optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    history, _ = fit_quietly(net, opt, digits[0], rng=rng, epochs=3)
+    assert len(history) == 3
+
+
+def test_resume_with_a_new_lr_is_allowed_and_logged(tmp_path, digits):
+    ckpt = tmp_path / "c.npz"
+    run_fit(digits, "sgd", False, epochs=1, checkpoint=ckpt, config={"kind": "sgd", "lr": 0.05})
+    net, opt, rng = make_run("sgd", False)
+    opt.lr = 0.01  # the optimiser a caller builds with the new rate
+    _, lines = fit_quietly(
+        net, opt, digits[0], epochs=2, checkpoint=ckpt, resume=True, rng=rng,
+        config={"kind": "sgd", "lr": 0.01},
+    )  # fmt: skip
+    assert f"resumed from {ckpt} after epoch 1" in lines
+    assert "learning rate changed on resume: 0.05 -> 0.01" in lines
+    state = train.load_checkpoint(ckpt)
+    assert opt.lr == 0.01 and state["history"][1]["lr"] == 0.01
+    assert state["optimizer"]["hyper"]["lr"] == 0.01 and state["config"]["lr"] == 0.01
+
+
+def test_checkpoint_records_the_data(tmp_path, digits):
+    ckpt = tmp_path / "c.npz"
+    run_fit(digits, "sgd", False, epochs=1, checkpoint=ckpt)
+    record = train.load_checkpoint(ckpt)["data"]
+    assert record == train.data_record(digits[0])
+    assert record["train_size"] == 480 and record["image_shape"] == [1, 8, 8]
+    assert len(record["labels_sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        param(lambda x, y: (x[:-32], y[:-32]), r"train_size: 480 -> 448", id="fewer-images"),
+        param(lambda x, y: (x, np.roll(y, 1)), r"labels_sha256: '[0-9a-f]{64}' -> ", id="labels"),
+    ],
+)
+def test_resume_with_other_data_is_refused(tmp_path, digits, change, match):
+    ckpt = tmp_path / "c.npz"
+    run_fit(digits, "sgd", False, epochs=1, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    other = (change(*digits[0]), digits[1])
+    with pytest.raises(ValueError, match="it was trained on other data") as info:
+        run_fit(other, "sgd", False, epochs=2, checkpoint=ckpt, resume=True)
+    assert re.search(match, str(info.value))
+    assert ckpt.read_bytes() == before
+
+
+def test_schedule_rate_overflowing_the_parameters_is_refused(tmp_path, digits):
+    ckpt = tmp_path / "c.npz"
+    with pytest.raises(ValueError, match=r"fit: lr_schedule\(1\)=1e\+39 overflows float32"):
+        run_fit(digits, "sgd", False, epochs=1, checkpoint=ckpt, schedule=lambda epoch: 1e39)
+    assert not ckpt.exists()
+
+
+def test_non_finite_lists_key_paths():
+    state = {"a": np.ones(3), "b": [np.array([1.0, np.inf]), 2.0], "c": {"d": float("nan")}}
+    assert train.non_finite(state) == ["b/0", "c/d"]
+    assert train.non_finite({"i": np.arange(3), "s": "nan"}) == []
 
 
 # --- the command on the bundled digits ----------------------------------------------------
