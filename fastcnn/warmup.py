@@ -164,14 +164,20 @@ def jobs(names=None, dtypes=("float32",)) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda job: -WORKLOADS[job[0]][1])
 
 
-def _stamp(job_list) -> Path:
-    """The file that records a finished warm-up of ``job_list`` on this machine: in
-    Numba's cache folder for fastcnn's kernels, named by a hash of the jobs, the CPU,
-    Numba's version and the kernels' sources (what Numba's cache depends on)."""
+def _stamp(job_list) -> Path | None:
+    """The file that records a finished warm-up of ``job_list`` on this machine: in the
+    kernel cache's folder, named by a hash of the jobs, the CPU, Numba's version and the
+    kernels' sources (what Numba's cache depends on); ``None`` when kernels are compiled
+    in memory (no cache to warm up)."""
     import llvmlite.binding as llvm
     import numba
 
+    from fastcnn import _cache
     from fastcnn._kernels import activation
+
+    folder = _cache.describe(activation._relu)["dir"]
+    if folder is None:
+        return None
 
     kernels = Path(activation.__file__).parent
     h = hashlib.sha256(json.dumps(sorted(job_list)).encode())
@@ -179,14 +185,15 @@ def _stamp(job_list) -> Path:
     h.update(str(sorted(llvm.get_host_cpu_features().items())).encode())
     for source in sorted(kernels.glob("*.py")):
         h.update(source.read_bytes())
-    folder = Path(activation._relu._cache._cache_path)
-    return folder / f"fastcnn-warm-{h.hexdigest()[:16]}"
+    return Path(folder) / f"fastcnn-warm-{h.hexdigest()[:16]}"
 
 
 def needed(job_list) -> bool:
-    """Whether ``job_list`` has not been warmed up on this machine yet (no stamp)."""
+    """Whether ``job_list`` has not been warmed up on this machine yet (no stamp); never
+    where kernels are compiled in memory (workers could not hand them over)."""
     try:
-        return not _stamp(job_list).exists()
+        stamp = _stamp(job_list)
+        return stamp is not None and not stamp.exists()
     except OSError:
         return True
 
@@ -235,7 +242,9 @@ def warmup(job_list=None, workers: int | None = None, progress: bool | None = No
     if errors:
         raise RuntimeError(f"warmup: a worker failed:\n{errors[0][-2000:]}")
     try:
-        _stamp(job_list).touch()
+        stamp = _stamp(job_list)
+        if stamp is not None:
+            stamp.touch()
     except OSError:
         pass  # no stamp: the next run warms up again, from the cache
     return time.perf_counter() - start
