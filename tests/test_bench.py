@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcnn import _presets, bench
+from fastcnn import bench
+from fastcnn.bench import malloc, memory, presets, timing, workloads
 
 # --- presets -------------------------------------------------------------------------
 
@@ -31,13 +32,13 @@ from fastcnn import _presets, bench
     ],
 )
 def test_conv_preset_flops_in_every_direction(preset, flops):
-    found = _presets.cases([preset])
+    found = presets.cases([preset])
     assert [c.direction for c in found] == ["forward", "grad_input", "grad_weight"]
     assert [c.flops for c in found] == [flops] * 3
 
 
 def test_tiny_preset_covers_every_op_and_direction():
-    found = {(c.op, c.direction) for c in _presets.cases(["tiny"])}
+    found = {(c.op, c.direction) for c in presets.cases(["tiny"])}
     assert found == {
         ("conv2d", "forward"),
         ("conv2d", "grad_input"),
@@ -50,18 +51,18 @@ def test_tiny_preset_covers_every_op_and_direction():
 
 
 def test_default_presets_leave_out_tiny_and_quick_is_a_subset():
-    assert "tiny" not in _presets.DEFAULT_PRESETS
-    assert set(_presets.QUICK_PRESETS) < set(_presets.DEFAULT_PRESETS)
+    assert "tiny" not in presets.DEFAULT_PRESETS
+    assert set(presets.QUICK_PRESETS) < set(presets.DEFAULT_PRESETS)
 
 
 def test_unknown_preset_is_rejected_by_name():
     with pytest.raises(ValueError, match="unknown preset.*'mnist-conv9'"):
-        _presets.cases(["mnist-conv9"])
+        presets.cases(["mnist-conv9"])
 
 
 # --- workloads compute the same thing in every implementation ------------------------
 
-TINY = [pytest.param(case, id=str(case)) for case in _presets.cases(["tiny"])]
+TINY = [pytest.param(case, id=str(case)) for case in presets.cases(["tiny"])]
 
 
 def _arrays(result) -> list[np.ndarray]:
@@ -80,21 +81,21 @@ def _assert_same(got, want) -> None:
 
 @pytest.mark.parametrize("case", [c for c in TINY if c.values[0].op != "train_step"])
 def test_fastcnn_workload_matches_reference(case):
-    _assert_same(_presets.workload(case, "fastcnn")(), _presets.workload(case, "reference")())
+    _assert_same(workloads.workload(case, "fastcnn")(), workloads.workload(case, "reference")())
 
 
 @pytest.mark.parametrize("case", TINY)
 def test_torch_workload_matches_fastcnn(case):
     pytest.importorskip("torch")
     # the training step returns its loss: both nets start from the same weights and batch
-    _assert_same(_presets.workload(case, "torch")(), _presets.workload(case, "fastcnn")())
+    _assert_same(workloads.workload(case, "torch")(), workloads.workload(case, "fastcnn")())
 
 
 def test_reference_has_no_training_step():
-    (case,) = [c for c in _presets.cases(["tiny"]) if c.op == "train_step"]
+    (case,) = [c for c in presets.cases(["tiny"]) if c.op == "train_step"]
     assert "reference" not in case.implementations
     with pytest.raises(ValueError, match="no reference implementation"):
-        _presets.workload(case, "reference")
+        workloads.workload(case, "reference")
 
 
 TINY_CONV = [c for c in TINY if c.values[0].op == "conv2d"]
@@ -103,29 +104,29 @@ TINY_CONV = [c for c in TINY if c.values[0].op == "conv2d"]
 @pytest.mark.parametrize("case", TINY_CONV)
 def test_tutorial_workload_matches_reference(case):
     pytest.importorskip("scipy")
-    _assert_same(_presets.workload(case, "tutorial")(), _presets.workload(case, "reference")())
+    _assert_same(workloads.workload(case, "tutorial")(), workloads.workload(case, "reference")())
 
 
 def test_tutorial_is_of_small_conv_cases_only():
-    for case in _presets.cases(["tiny", "mnist-conv2", "cifar-64x64"]):
+    for case in presets.cases(["tiny", "mnist-conv2", "cifar-64x64"]):
         assert ("tutorial" in case.implementations) == (case.op == "conv2d" and case.small)
-    (pool,) = [c for c in _presets.cases(["tiny"]) if c.direction == "backward"]
+    (pool,) = [c for c in presets.cases(["tiny"]) if c.direction == "backward"]
     with pytest.raises(ValueError, match="tutorial implementation is of conv2d only"):
-        _presets.workload(pool, "tutorial")
+        workloads.workload(pool, "tutorial")
 
 
 def test_assert_same_rejects_a_different_result():
     want = np.ones((2, 3), np.float32)
-    _presets.assert_same(want + 5e-4, want)  # within 1e-3 of the largest magnitude
+    workloads.assert_same(want + 5e-4, want)  # within 1e-3 of the largest magnitude
     with pytest.raises(AssertionError):
-        _presets.assert_same(want + 5e-3, want)
+        workloads.assert_same(want + 5e-3, want)
 
 
 def test_no_fastcnn_module_imports_the_tutorial_or_scipy_signal():
     code = (
         "import sys, fastcnn; assert 'scipy' not in sys.modules, 'import fastcnn'; "
         "import fastcnn.functional, fastcnn.nn, fastcnn.bench; "
-        "print(sorted(m for m in sys.modules if m in ('fastcnn._tutorial', 'scipy.signal')))"
+        "print(sorted(m for m in sys.modules if m in ('fastcnn.bench.tutorial', 'scipy.signal')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -144,7 +145,7 @@ def test_time_calls_counts_warmup_and_samples():
 
         return fn
 
-    timings = bench.time_calls(
+    timings = timing.time_calls(
         {"a": make("a"), "b": make("b")}, budget=0.0, min_samples=1, samples=4
     )
     for name, t in timings.items():
@@ -156,7 +157,7 @@ def test_time_calls_counts_warmup_and_samples():
 
 def test_time_calls_with_number_given_makes_no_warmup_call():
     calls = []
-    (t,) = bench.time_calls(
+    (t,) = timing.time_calls(
         {"slow": lambda: calls.append(1)}, budget=0.0, min_samples=1, samples=3, number=1,
         rewarm=False,
     ).values()  # fmt: skip
@@ -169,15 +170,15 @@ def test_time_calls_times_only_the_calls_after_each_rewarm_call():
 
     def cold_after_idle():
         now = time.perf_counter()
-        if now - state["last"] > bench.PAUSE_SECONDS / 2:
+        if now - state["last"] > timing.PAUSE_SECONDS / 2:
             time.sleep(0.05)
         state["last"] = time.perf_counter()
 
-    (t,) = bench.time_calls(
+    (t,) = timing.time_calls(
         {"f": cold_after_idle}, budget=0.0, min_samples=1, samples=3, number=2
     ).values()
     assert t.median < 0.01
-    (t,) = bench.time_calls(
+    (t,) = timing.time_calls(
         {"f": cold_after_idle}, budget=0.0, min_samples=1, samples=3, number=2, rewarm=False
     ).values()
     assert t.median >= 0.025
@@ -206,8 +207,8 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
     assert set(result["env"]) == set(bench.MALLOC_VARS)
     assert result["versions"]["torch"] is None
     assert result["versions"]["numba"] and result["machine"]["cpu"]
-    assert result["gemm"]["gflops"] > 0 and result["gemm"]["size"] == _presets.GEMM_SIZE
-    expected = [(c.op, c.direction) for c in _presets.cases(["tiny"])]
+    assert result["gemm"]["gflops"] > 0 and result["gemm"]["size"] == workloads.GEMM_SIZE
+    expected = [(c.op, c.direction) for c in presets.cases(["tiny"])]
     assert [(r["op"], r["direction"]) for r in result["rows"]] == expected
     for row in result["rows"]:
         assert set(row) == ROW_KEYS
@@ -279,14 +280,14 @@ def test_quick_run_leaves_out_the_tutorial_layer_and_the_step_memory(tmp_path, c
 def test_step_memory_of_the_tiny_training_step_in_a_fresh_process():
     if not sys.platform.startswith("linux"):
         pytest.skip("peak resident memory is read from Linux's /proc")
-    (entry,) = bench.measure_memory(["tiny"], threads=1, impls=("fastcnn",))
-    memory = entry["fastcnn"]
-    if "unavailable" in memory:
-        pytest.skip(memory["unavailable"])
+    (entry,) = memory.measure_memory(["tiny"], threads=1, impls=("fastcnn",))
+    used = entry["fastcnn"]
+    if "unavailable" in used:
+        pytest.skip(used["unavailable"])
     assert entry["case"] == "train_step-sgd-tiny"
-    assert memory["built"] > 0 and memory["baseline"] > 0  # MiB: the interpreter at least
-    assert memory["step"] >= 0
-    assert memory["peak"] >= memory["baseline"] - 1  # RSS counters: approximate to < 1 MiB
+    assert used["built"] > 0 and used["baseline"] > 0  # MiB: the interpreter at least
+    assert used["step"] >= 0
+    assert used["peak"] >= used["baseline"] - 1  # RSS counters: approximate to < 1 MiB
     assert entry["ratio"] == {"step": None, "peak": None}  # no torch measured
 
 
@@ -294,13 +295,13 @@ def test_step_memory_is_unavailable_where_the_peak_cannot_be_reset(monkeypatch):
     def refuse():
         raise PermissionError("clear_refs: read-only")
 
-    monkeypatch.setattr(bench, "_reset_peak", refuse)
-    (case,) = [c for c in _presets.cases(["tiny"]) if c.op == "train_step"]
-    memory = bench.step_memory(case, "fastcnn")
-    assert memory == {"unavailable": "cannot reset the peak resident set (clear_refs: read-only)"}
-    entry = {"case": str(case), "fastcnn": memory, "ratio": {"step": None, "peak": None}}
-    (_, line) = bench.format_memory([entry], threads=1)
-    assert line == f"  {case}: fastcnn unavailable: {memory['unavailable']}"
+    monkeypatch.setattr(memory, "_reset_peak", refuse)
+    (case,) = [c for c in presets.cases(["tiny"]) if c.op == "train_step"]
+    used = memory.step_memory(case, "fastcnn")
+    assert used == {"unavailable": "cannot reset the peak resident set (clear_refs: read-only)"}
+    entry = {"case": str(case), "fastcnn": used, "ratio": {"step": None, "peak": None}}
+    (_, line) = memory.format_memory([entry], threads=1)
+    assert line == f"  {case}: fastcnn unavailable: {used['unavailable']}"
 
 
 def test_malloc_both_runs_each_mode_in_a_child_with_its_environment(tmp_path, capsys):
@@ -350,14 +351,14 @@ def test_header_says_whether_malloc_thresholds_are_set(monkeypatch, env, expecte
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    assert expected in bench._malloc_note()
+    assert expected in malloc.malloc_note()
 
 
 def test_first_calls_child_reports_every_case(capsys):
     assert bench.main(["--first-calls", "--preset", "tiny", "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["import_functional"] >= 0
-    assert [c["case"] for c in report["cases"]] == [str(c) for c in _presets.cases(["tiny"])]
+    assert [c["case"] for c in report["cases"]] == [str(c) for c in presets.cases(["tiny"])]
     assert all(c["seconds"] > 0 for c in report["cases"])
 
 
