@@ -46,8 +46,21 @@ def test_tiny_preset_covers_every_op_and_direction():
         ("max_pool2d", "forward"),
         ("max_pool2d", "backward"),
         ("batch_norm2d", "forward+backward"),
+        ("linear", "forward"),
+        ("cross_entropy", "forward+backward"),
+        ("binary_cross_entropy", "forward+backward"),
         ("train_step", "sgd"),
     }
+
+
+def test_linear_preset_flops():
+    (case,) = presets.cases(["mnist-fc1"])
+    assert (case.op, case.direction, case.flops) == ("linear", "forward", 2 * 64 * 1600 * 128)
+
+
+def test_loss_shape_rejects_an_unknown_loss():
+    with pytest.raises(ValueError, match="op must be one of.*'hinge'"):
+        presets.LossShape("hinge", 2, 3)
 
 
 def test_default_presets_leave_out_tiny_and_quick_is_a_subset():
@@ -222,7 +235,7 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
         assert (row["reference_speedup"] is not None) == has_ref
         assert (row["tutorial"] is not None) == has_tut
         assert (row["tutorial_speedup"] is not None) == has_tut
-        assert (row["gflops"] is not None) == (row["op"] in ("conv2d", "train_step"))
+        assert (row["gflops"] is not None) == (row["op"] in ("conv2d", "linear", "train_step"))
 
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("preset"))

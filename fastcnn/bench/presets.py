@@ -91,6 +91,50 @@ class BatchNormShape:
 
 
 @dataclass(frozen=True)
+class LinearShape:
+    """``linear``: x (n, in_features) times the transposed weight (out_features,
+    in_features), plus a bias."""
+
+    n: int
+    in_features: int
+    out_features: int
+
+    op = "linear"
+    directions = ("forward",)
+
+    def flops(self, direction: str) -> int:
+        return 2 * self.n * self.in_features * self.out_features
+
+    def __str__(self) -> str:
+        return f"{self.n}x{self.in_features} -> {self.out_features}"
+
+
+LOSSES = ("cross_entropy", "binary_cross_entropy")
+
+
+@dataclass(frozen=True)
+class LossShape:
+    """A loss and its input's gradient, one call, over (n, c): ``cross_entropy`` of logits
+    against integer classes, or ``binary_cross_entropy`` of probabilities against 0/1."""
+
+    op: str
+    n: int
+    c: int
+
+    directions = ("forward+backward",)
+
+    def __post_init__(self):
+        if self.op not in LOSSES:
+            raise ValueError(f"op must be one of {LOSSES}, got {self.op!r}")
+
+    def flops(self, direction: str) -> None:
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.n}x{self.c}"
+
+
+@dataclass(frozen=True)
 class TrainStepShape:
     """One SGD step (momentum 0.9, cross-entropy) of the MNIST net
     (:data:`fastcnn.bench.workloads.MNIST_NET`) on a batch of 28x28 images."""
@@ -112,7 +156,7 @@ class TrainStepShape:
         return f"MNIST net, batch {self.batch}"
 
 
-Shape = ConvShape | PoolShape | BatchNormShape | TrainStepShape
+Shape = ConvShape | PoolShape | BatchNormShape | LinearShape | LossShape | TrainStepShape
 
 
 # --- presets and cases ---------------------------------------------------------------
@@ -128,7 +172,15 @@ class Preset:
     quick: bool  # part of ``fastcnn bench --quick``
 
 
-TINY = (ConvShape(2, 3, 7, 9, 4, padding=1), PoolShape(2, 3, 6, 8), BatchNormShape(2, 3, 5, 5))
+TINY = (
+    ConvShape(2, 3, 7, 9, 4, padding=1),
+    PoolShape(2, 3, 6, 8),
+    BatchNormShape(2, 3, 5, 5),
+    LinearShape(2, 6, 4),
+    LossShape("cross_entropy", 2, 3),
+    LossShape("binary_cross_entropy", 2, 3),
+)
+MNIST_LOSSES = (LossShape("cross_entropy", 64, 10), LossShape("binary_cross_entropy", 64, 1))
 PRESETS = (
     Preset("tiny", (*TINY, TrainStepShape(2)), small=True, quick=False),
     Preset("mnist-conv1", (ConvShape(64, 1, 28, 28, 32),), small=True, quick=True),
@@ -137,6 +189,8 @@ PRESETS = (
     Preset("cifar-64x64", (ConvShape(32, 64, 32, 32, 64, padding=1),), small=False, quick=True),
     Preset("mnist-pool1", (PoolShape(64, 32, 26, 26),), small=True, quick=True),
     Preset("mnist-bn1", (BatchNormShape(64, 32, 26, 26),), small=True, quick=True),
+    Preset("mnist-fc1", (LinearShape(64, 1600, 128),), small=True, quick=True),
+    Preset("mnist-loss", MNIST_LOSSES, small=True, quick=True),
     Preset("mnist-step", (TrainStepShape(64),), small=False, quick=True),
 )
 PRESET_NAMES = tuple(p.name for p in PRESETS)

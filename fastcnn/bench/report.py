@@ -13,7 +13,7 @@ import statistics
 COLUMNS = (
     # title, width, row key or function of the row, format
     ("preset", 12, "preset", "{}"),
-    ("op", 12, "op", "{}"),
+    ("op", 20, "op", "{}"),
     ("direction", 16, "direction", "{}"),
     ("median ms", 10, lambda r: r["fastcnn"]["median"] * 1e3, "{:.3f}"),
     ("IQR ms", 8, lambda r: (r["fastcnn"]["q3"] - r["fastcnn"]["q1"]) * 1e3, "{:.3f}"),

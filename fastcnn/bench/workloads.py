@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fastcnn.bench.presets import IMPLEMENTATIONS, BatchNormShape, Case, ConvShape, PoolShape
+from fastcnn.bench.presets import (
+    IMPLEMENTATIONS,
+    BatchNormShape,
+    Case,
+    ConvShape,
+    LinearShape,
+    LossShape,
+    PoolShape,
+)
 
 # --- inputs --------------------------------------------------------------------------
 
@@ -85,6 +93,19 @@ def inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
             "bias": 0.1 * _normal(rng, s.c),
             "grad_out": _normal(rng, s.n, s.c, s.h, s.w),
         }
+    if isinstance(s, LinearShape):
+        return {
+            "x": _normal(rng, s.n, s.in_features),
+            "weight": _normal(rng, s.out_features, s.in_features),
+            "bias": _normal(rng, s.out_features),
+        }
+    if isinstance(s, LossShape) and s.op == "cross_entropy":
+        return {"x": _normal(rng, s.n, s.c), "targets": rng.integers(0, s.c, s.n)}
+    if isinstance(s, LossShape):  # probabilities away from 0 and 1, where clipping differs
+        return {
+            "x": rng.uniform(0.05, 0.95, (s.n, s.c)).astype(np.float32),
+            "targets": rng.integers(0, 2, (s.n, s.c)).astype(np.float32),
+        }
     return {
         "x": stroke_images(rng, s.batch),
         "targets": rng.integers(0, 10, s.batch),
@@ -127,7 +148,13 @@ def numpy_workload(case: Case, lib, seed: int = 0) -> Callable[[], object]:
     (``fastcnn.functional``, ``fastcnn.reference``, the tutorial baseline)."""
     a = inputs(case, seed)
     s = case.shape
-    x, grad_out = a["x"], a["grad_out"]
+    x, grad_out = a["x"], a.get("grad_out")
+    if case.op == "linear":
+        return lambda: lib.linear(x, a["weight"], a["bias"])
+    if case.op == "cross_entropy":
+        return lambda: lib.cross_entropy(x, a["targets"])
+    if case.op == "binary_cross_entropy":
+        return lambda: lib.binary_cross_entropy(x, a["targets"])
     if case.op == "conv2d":
         weight, p = a["weight"], s.padding
         return {
@@ -179,6 +206,10 @@ def _torch_workload(case: Case, a: dict) -> Callable[[], object]:
     torch = importlib.import_module("torch")  # optional: only `fastcnn bench` asks for it
     t = {k: torch.from_numpy(v) for k, v in a.items()}
     s = case.shape
+    if case.op == "linear":
+        return lambda: torch.nn.functional.linear(t["x"], t["weight"], t["bias"])
+    if case.op in ("cross_entropy", "binary_cross_entropy"):
+        return _torch_loss(torch, case.op, t["x"], t["targets"])
     if case.op == "conv2d":
         conv, grad = torch.nn.functional.conv2d, torch.nn.grad
         x, weight, grad_out, p = t["x"], t["weight"], t["grad_out"], s.padding
@@ -211,6 +242,25 @@ def _torch_workload(case: Case, a: dict) -> Callable[[], object]:
 
         return forward_backward
     return torch_train_step(torch, t)
+
+
+def _torch_loss(torch, op: str, x, targets) -> Callable[[], object]:
+    """The loss and its input's gradient with the kernels autograd calls on the CPU (mean
+    reduction), as fastcnn's losses return them."""
+    aten, one = torch.ops.aten, torch.ones(())
+    if op == "binary_cross_entropy":
+        return lambda: (
+            aten.binary_cross_entropy(x, targets, None, 1),
+            aten.binary_cross_entropy_backward(one, x, targets, None, 1),
+        )
+
+    def cross_entropy():
+        log_p = aten._log_softmax(x, 1, False)
+        loss, total_weight = aten.nll_loss_forward(log_p, targets, None, 1, -100)
+        grad = aten.nll_loss_backward(one, log_p, targets, None, 1, -100, total_weight)
+        return loss, aten._log_softmax_backward_data(grad, log_p, 1, x.dtype)
+
+    return cross_entropy
 
 
 def torch_train_step(torch, t: dict) -> Callable[[], object]:
