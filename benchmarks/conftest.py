@@ -8,7 +8,8 @@ in one table. Each implementation's result is first checked against fastcnn's, a
 first call (JIT compile, first touch of buffers) happens before the timing starts.
 
 ``--bench-threads N`` runs fastcnn, BLAS and torch on N threads (default: fastcnn's
-default, all cores); thread count, shape, FLOPs and GFLOP/s go into ``extra_info``.
+default, all cores); thread count, shape, FLOPs, GFLOP/s and, for conv, the kernel that
+fastcnn's plan picks go into ``extra_info``.
 """
 
 import pytest
@@ -64,6 +65,8 @@ def run_case(benchmark, threads):
             workloads.assert_same(result, workloads.workload(case, "fastcnn")())
         benchmark.group = case.group
         info = {"impl": impl, "threads": threads, "shape": str(case.shape), "flops": case.flops}
+        if case.kernel:  # the conv kernel fastcnn's plan picks
+            info["kernel"] = case.kernel
         benchmark.extra_info.update(info)
         # the first call may have loaded a thread pool (Numba's np.dot loads SciPy's
         # OpenBLAS): limit every BLAS and OpenMP pool to the benchmark's thread count

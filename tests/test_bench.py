@@ -37,6 +37,24 @@ def test_conv_preset_flops_in_every_direction(preset, flops):
     assert [c.flops for c in found] == [flops] * 3
 
 
+@pytest.mark.parametrize(
+    ("preset", "kernel"),
+    [
+        pytest.param("mnist-conv1", "few_taps", id="mnist-conv1"),  # 1 channel x 3x3: 9 taps
+        pytest.param("mnist-conv2", "direct", id="mnist-conv2"),
+        pytest.param("cifar-16x32", "direct", id="cifar-16x32"),
+        pytest.param("cifar-64x64", "direct", id="cifar-64x64"),
+    ],
+)
+def test_conv_preset_names_the_plans_kernel_in_every_direction(preset, kernel):
+    assert [c.kernel for c in presets.cases([preset])] == [kernel] * 3
+
+
+def test_only_conv_cases_have_a_kernel():
+    found = {c.op: c.kernel for c in presets.cases(["tiny"]) if c.op != "conv2d"}
+    assert found and set(found.values()) == {None}
+
+
 def test_tiny_preset_covers_every_op_and_direction():
     found = {(c.op, c.direction) for c in presets.cases(["tiny"])}
     assert found == {
@@ -199,9 +217,9 @@ def test_time_calls_times_only_the_calls_after_each_rewarm_call():
 
 # --- fastcnn bench -------------------------------------------------------------------
 
-ROW_KEYS = {"preset", "op", "direction", "shape", "flops", "gflops", "pct_gemm", "first_call",
-            "torch_ratio", "reference_speedup", "tutorial_speedup", "fastcnn", "reference",
-            "torch", "tutorial"}  # fmt: skip
+ROW_KEYS = {"preset", "op", "direction", "kernel", "shape", "flops", "gflops", "pct_gemm",
+            "first_call", "torch_ratio", "reference_speedup", "tutorial_speedup", "fastcnn",
+            "reference", "torch", "tutorial"}  # fmt: skip
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 TIMING_KEYS = {"median", "q1", "q3", "samples", "number"}
 
@@ -239,11 +257,14 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
 
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("preset"))
-    for title in ("median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/", "tut/"):
+    for title in ("kernel", "median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/"):
         assert title in lines[header]
     table = lines[header + 1 : header + 1 + len(expected)]
-    for line, (op, direction) in zip(table, expected, strict=True):
-        assert line.split()[:3] == ["tiny", op, direction]
+    kernels = [c.kernel or "-" for c in presets.cases(["tiny"])]
+    assert kernels[:3] == ["direct"] * 3  # the tiny conv: 3 channels x 3x3 taps
+    for line, (op, direction), kernel in zip(table, expected, kernels, strict=True):
+        assert line.split()[:4] == ["tiny", op, direction, kernel]
+    assert [r["kernel"] for r in result["rows"]] == [c.kernel for c in presets.cases(["tiny"])]
     assert any(line.startswith("malloc:") for line in lines[:header])
     assert any(line.startswith("GEMM peak:") for line in lines[:header])
     assert any(line.startswith("load average") for line in lines[:header])

@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from fastcnn import _checks
+from fastcnn._kernels import plan
+
 IMPLEMENTATIONS = ("fastcnn", "reference", "torch", "tutorial")
 
 # --- shapes --------------------------------------------------------------------------
@@ -228,6 +233,18 @@ class Case:
         if not self.small or self.op == "train_step":
             return ("fastcnn", "torch")
         return IMPLEMENTATIONS if self.op == "conv2d" else ("fastcnn", "reference", "torch")
+
+    @property
+    def kernel(self) -> str | None:
+        """The kernel fastcnn's conv plan (:func:`fastcnn._kernels.plan.choose`) picks for
+        this case, in float32; None for ops other than conv2d."""
+        if self.op != "conv2d":
+            return None
+        s = self.shape
+        x = np.empty((s.n, s.c, s.h, s.w), np.float32)  # shapes only: never touched
+        weight = np.empty((s.k, s.c, s.kh, s.kw), np.float32)
+        geometry = _checks.conv2d_args(x, weight, None, 1, s.padding, 1)
+        return plan.choose(self.direction, geometry).kernel
 
     def __str__(self) -> str:
         return f"{self.op}-{self.direction}-{self.preset}"

@@ -15,6 +15,7 @@ COLUMNS = (
     ("preset", 12, "preset", "{}"),
     ("op", 20, "op", "{}"),
     ("direction", 16, "direction", "{}"),
+    ("kernel", 8, "kernel", "{}"),
     ("median ms", 10, lambda r: r["fastcnn"]["median"] * 1e3, "{:.3f}"),
     ("IQR ms", 8, lambda r: (r["fastcnn"]["q3"] - r["fastcnn"]["q1"]) * 1e3, "{:.3f}"),
     ("GFLOP/s", 8, "gflops", "{:.1f}"),
@@ -26,9 +27,10 @@ COLUMNS = (
     ("ref/", 7, "reference_speedup", "{:.3g}x"),
     ("tut/", 7, "tutorial_speedup", "{:.3g}x"),
 )
-LEFT = 3  # the first columns are names, left-aligned; the others numbers
+LEFT = 4  # the first columns are names, left-aligned; the others numbers
 LEGEND = (
-    "median ms, IQR ms: fastcnn's time per call (median, interquartile range);"
+    "kernel: the conv kernel that fastcnn's plan picks;"
+    " median ms, IQR ms: fastcnn's time per call (median, interquartile range);"
     " first ms: its first call in this process (compile or cache load, paid by the first"
     " case using a kernel); %GEMM: its GFLOP/s over the GEMM peak above; /torch: fastcnn"
     " time / torch time (below 1: fastcnn faster); ref/: reference time / fastcnn time;"

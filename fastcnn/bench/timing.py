@@ -176,6 +176,7 @@ def measure_case(case, optional, effort: Effort, samples, gemm_gflops: float, li
         "preset": case.preset,
         "op": case.op,
         "direction": case.direction,
+        "kernel": case.kernel,
         "shape": str(case.shape),
         "flops": case.flops,
         "gflops": case.flops / fast / 1e9 if case.flops else None,
