@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fastcnn import bench
-from fastcnn.bench import malloc, memory, presets, timing, workloads
+from fastcnn.bench import compile, malloc, memory, presets, timing, workloads
 
 # --- presets -------------------------------------------------------------------------
 
@@ -388,12 +388,150 @@ def test_header_says_whether_malloc_thresholds_are_set(monkeypatch, env, expecte
     assert expected in malloc.malloc_note()
 
 
-def test_first_calls_child_reports_every_case(capsys):
-    assert bench.main(["--first-calls", "--preset", "tiny", "--threads", "1"]) == 0
+# --- fastcnn bench --compile ---------------------------------------------------------
+
+KERNEL_KEYS = {"kernel", "signature", "dtype", "front_end", "llvm"}
+POOL_FORWARD = "max_pool2d-forward-tiny"  # of the tiny cases, one of the quickest to compile
+
+
+def test_first_calls_child_runs_the_cases_it_is_given(capsys):
+    argv = ["--first-calls", "--preset", "tiny", "--threads", "1"]
+    argv += ["--case", "linear-forward-tiny", "--case", POOL_FORWARD]
+    assert bench.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["import_functional"] >= 0
-    assert [c["case"] for c in report["cases"]] == [str(c) for c in presets.cases(["tiny"])]
-    assert all(c["seconds"] > 0 for c in report["cases"])
+    assert report["import"]["wall"] >= 0
+    # in table order, whatever the order of --case
+    assert [c["case"] for c in report["cases"]] == [POOL_FORWARD, "linear-forward-tiny"]
+    for case in report["cases"]:
+        assert case["wall"] > 0 and case["cpu"] >= 0
+        assert all(set(k) == KERNEL_KEYS for k in case["kernels"])  # none: compiled already
+    assert report["all"]["wall"] >= sum(c["wall"] for c in report["cases"])
+
+
+@pytest.fixture
+def jit():
+    numba = pytest.importorskip("numba")
+    if numba.config.DISABLE_JIT:
+        pytest.skip("nothing compiles under NUMBA_DISABLE_JIT")
+    return numba.njit
+
+
+def test_recorder_charges_each_dispatcher_its_own_compile(jit):
+    @jit
+    def inner(x):
+        return min(x, 1.0) * 2.0  # min: one of Numba's own overloads, charged to inner
+
+    @jit
+    def outer(x):
+        return inner(x) + 1.0
+
+    with compile.Recorder(prefix=__name__) as recorder:
+        outer(np.float32(0.5))
+    names = [k["kernel"].rsplit(".", 1)[-1] for k in recorder.compiled]
+    assert names == ["inner", "outer"]  # inner's compile ends first, inside outer's
+    for k in recorder.compiled:
+        assert set(k) == KERNEL_KEYS and k["dtype"] == "float32"
+        assert k["front_end"] > 0 and k["llvm"] > 0
+
+    @jit
+    def after(x):
+        return x
+
+    after(1.0)  # the recorder has stopped listening
+    assert len(recorder.compiled) == 2
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [
+        pytest.param("(Array(float32, 1, 'C', False, aligned=True), int64)", "float32", id="f32"),
+        pytest.param(
+            "(Array(float32, 2, 'C'), Array(float64, 1, 'C'))", "float32+float64", id="both"
+        ),  # fmt: skip
+        pytest.param("(int64, UniTuple(int64, 2))", "-", id="ints"),
+    ],
+)
+def test_signature_dtypes(signature, expected):
+    assert compile._dtypes(signature) == expected
+
+
+def test_per_kernel_sums_the_signatures_of_a_dispatcher_and_dtype():
+    def entry(kernel, dtype, front_end, llvm):
+        return {"kernel": kernel, "signature": "", "dtype": dtype, "front_end": front_end,
+                "llvm": llvm}  # fmt: skip
+
+    rows = compile.per_kernel(
+        [entry("a", "float32", 0.25, 0.5), entry("b", "float32", 2.0, 1.0),
+         entry("a", "float32", 0.5, 0.25), entry("a", "float64", 0.25, 0.25)]
+    )  # fmt: skip
+    assert [(r["kernel"], r["dtype"], r["sigs"], r["front_end"], r["llvm"]) for r in rows] == [
+        ("b", "float32", 1, 2.0, 1.0),
+        ("a", "float32", 2, 0.75, 0.75),
+        ("a", "float64", 1, 0.25, 0.25),
+    ]
+
+
+def test_compile_table_flags_a_kernel_the_warm_run_compiled_again():
+    kernel = {"kernel": "fastcnn._kernels.pool.k", "signature": "(float32,)", "dtype": "float32",
+              "front_end": 0.5, "llvm": 0.25}  # fmt: skip
+    cold = {"wall": 2.0, "cpu": 1.5, "kernels": [kernel], "import": {"wall": 0.5, "cpu": 0.4}}
+    warm = {"wall": 0.1, "cpu": 0.1, "kernels": [], "import": {"wall": 0.5, "cpu": 0.4}}
+    report = {
+        "cases": [{"case": "c", "op": "max_pool2d", "kernel": None, "cold": cold,
+                   "warm": warm | {"kernels": [kernel]}}],
+        "everything": {"cases": 1, "cold": cold, "warm": warm},
+    }  # fmt: skip
+    lines = compile.format_compile(report)
+    flagged = [line for line in lines if line.startswith("  !")]
+    assert flagged == ["  ! the warm run compiled again (not loaded from the cache): pool.k"]
+    rows = [line.split() for line in lines if line.startswith(("c ", "  pool.k"))]
+    assert rows[:2] == [["c", "1", "2.00", "1.50", "0.10", "0.50", "0.25"],
+                        ["pool.k", "float32", "1", "0.50", "0.25"]]  # fmt: skip
+
+
+def test_bench_compile_measures_cold_and_warm_first_calls(tmp_path, capsys, monkeypatch):
+    # One cheap case: 4 fresh processes (cold, warm; everything cold, warm), each compiling
+    # or loading the max-pool kernels.
+    measure = compile.measure_compile
+
+    def one_case(cases, threads, progress):
+        return measure([c for c in cases if str(c) == POOL_FORWARD], threads, progress)
+
+    monkeypatch.setattr(compile, "measure_compile", one_case)
+    path = tmp_path / "compile.json"
+    argv = ["--compile", "--preset", "tiny", "--threads", "1", "--json", str(path)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    result = json.loads(path.read_text())["compile"]
+
+    (case,) = result["cases"]
+    assert (case["case"], case["op"], case["kernel"]) == (POOL_FORWARD, "max_pool2d", None)
+    cold, warm = case["cold"], case["warm"]
+    assert cold["wall"] > 0 and cold["cpu"] > 0 and warm["wall"] > 0
+    assert cold["kernels"], "a cold cache compiles"
+    for k in cold["kernels"]:
+        assert set(k) == KERNEL_KEYS and k["kernel"].startswith("fastcnn._kernels.")
+        assert k["dtype"] == "float32" and k["front_end"] > 0 and k["llvm"] > 0
+    assert warm["kernels"] == []  # every kernel came from the cache the cold run wrote
+    every = result["everything"]
+    assert every["cases"] == 1 and every["cold"]["wall"] > 0 and every["warm"]["wall"] > 0
+    assert {k["kernel"] for k in every["cold"]["kernels"]} == {k["kernel"] for k in cold["kernels"]}
+    assert result["slowest_op"]["case"] == POOL_FORWARD and result["slowest_op"]["wall"] > 0
+
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("case / kernel"))
+    for title in ("dtype", "sigs", "cold s", "cpu s", "warm s", "front s", "LLVM s"):
+        assert title in header
+    assert any(line.startswith(POOL_FORWARD) for line in lines)
+    assert any(line.startswith("  pool.") for line in lines)
+    assert any(line.startswith("everything (1 case, one process)") for line in lines)
+    assert f"slowest first call of a single op, cold: {POOL_FORWARD}" in out
+    assert "median ms" not in out  # --compile measures compiling only
+
+
+def test_compile_does_not_combine_with_malloc_modes(capsys):
+    assert bench.main(["--compile", "--malloc", "both", "--preset", "tiny"]) == 2
+    assert "choose one" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

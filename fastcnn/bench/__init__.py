@@ -6,7 +6,8 @@ SciPy is installed) the tutorial layer of :mod:`fastcnn.bench.tutorial`, and pri
 table row: median time and interquartile range, GFLOP/s, percent of this machine's GEMM
 peak, fastcnn's time over torch's, and the reference's and tutorial layer's times over
 fastcnn's. Every implementation's first result is checked against fastcnn's before it is
-timed.
+timed. ``--compile`` measures instead what the first call of each case costs on a cold
+Numba cache, per kernel (:mod:`fastcnn.bench.compile`).
 
 The modules: :mod:`~fastcnn.bench.presets` (the named problem sizes and their cases),
 :mod:`~fastcnn.bench.workloads` (a callable per case and implementation),
@@ -70,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="also time the first calls in fresh processes, cold and warm cache",
+        help="instead of timing the kernels, measure their cold compile: the first call of"
+        " each case in a fresh process with an empty Numba cache (cold), then with the"
+        " cache it wrote (warm), and all cases in one process; per kernel, the CPU seconds"
+        " of Numba's front end and of LLVM. Minutes on the default presets",
     )
     parser.add_argument(
         "--no-memory",
@@ -87,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
     parser.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", action="append", help=argparse.SUPPRESS)  # of --first-calls
     parser.add_argument("--step-memory", choices=("fastcnn", "torch"), help=argparse.SUPPRESS)
 
 
@@ -113,18 +118,26 @@ def run(args: argparse.Namespace) -> int:
     """
     import fastcnn
 
+    if args.compile and args.malloc != "inherit":
+        print("fastcnn bench: --compile measures compiling, --malloc timing: choose one",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.malloc != "inherit":
         return malloc.run_modes(args)
     names = args.preset or (presets.QUICK_PRESETS if args.quick else presets.DEFAULT_PRESETS)
-    if args.first_calls or args.step_memory:  # the child processes of --compile and memory
+    if args.first_calls:  # a child of --compile: it times its own imports
+        selected = [c for c in presets.cases(names) if str(c) in (args.case or [str(c)])]
+        print(json.dumps(compile.first_calls(selected, args.threads)))
+        return 0
+    if args.compile or args.step_memory:  # --compile and the child processes of memory
         torch = _import_torch() if args.step_memory == "torch" else None
     else:
         torch = None if args.no_torch else _import_torch()
     threads = args.threads or fastcnn.get_num_threads()
     try:
         with timing.limit_threads(threads, torch) as limit_pools:
-            if args.first_calls:
-                print(json.dumps(compile.first_calls(names)))
+            if args.compile:
+                _compile(args, names, threads)
             elif args.step_memory:
                 (case,) = [c for c in presets.cases(names) if c.op == "train_step"]
                 print(json.dumps(memory.step_memory(case, args.step_memory, limit_pools)))
@@ -178,10 +191,6 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
         step_memory = memory.measure_memory(names, threads, impls)
         print()
         print("\n".join(memory.format_memory(step_memory, threads)))
-    compile_report = compile.measure_compile(names, threads) if args.compile else None
-    if compile_report:
-        print()
-        print("\n".join(compile.format_compile(compile_report)))
 
     if args.json:
         result = {
@@ -196,9 +205,47 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
             "gemm": gemm,
             "rows": rows,
             "step_memory": step_memory,
-            "compile": compile_report,
         }
         args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+def _compile(args, names, threads: int) -> None:
+    """``--compile``: measure and print the cold compile of every case; save the JSON if
+    asked."""
+    import fastcnn
+
+    info = fastcnn.info()
+    versions = {k: info[k] for k in ("fastcnn", "python", "numpy", "numba", "llvmlite")}
+    print(report.machine_line(info, threads))
+    print(report.versions_line(versions))
+    load_start = report.load_average()  # compile times are CPU seconds, first calls wall
+    print(f"load average (1 min): {load_start} at the start", flush=True)
+    cases = presets.cases(names)
+
+    tty = sys.stderr.isatty()
+
+    def progress(name):  # a line that the next one overwrites, on a terminal
+        if tty:
+            print(f"\r\033[K  measuring {name} ...", end="", file=sys.stderr, flush=True)
+
+    result = compile.measure_compile(cases, threads, progress)
+    if tty:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    load_end = report.load_average()
+    print(f"load average (1 min): {load_end} at the end")
+    print()
+    print("\n".join(compile.format_compile(result)))
+    if args.json:
+        saved = {
+            "options": {k: getattr(args, k) for k in OPTIONS},
+            "machine": {k: info[k] for k in ("cpu", "cpu_target", "cpu_features")}
+            | {"cpus": os.cpu_count()},
+            "versions": versions,
+            "threads": threads,
+            "load_average": {"start": load_start, "end": load_end},
+            "compile": result,
+        }
+        args.json.write_text(json.dumps(saved, indent=1, default=str) + "\n")
 
 
 def main(argv=None) -> int:
