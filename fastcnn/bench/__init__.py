@@ -149,6 +149,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_header(args, info: dict, versions: dict, threads: int) -> dict:
+    """The JSON's first keys: the options, the machine, the versions, the threads."""
+    return {
+        "options": {k: getattr(args, k) for k in OPTIONS},
+        "machine": {k: info[k] for k in ("cpu", "cpu_target", "cpu_features")}
+        | {"cpus": os.cpu_count()},
+        "versions": versions,
+        "threads": threads,
+    }
+
+
 def _bench(args, names, threads: int, torch, limit_pools) -> None:
     """Measure and print the GEMM peak, every case and the training step's memory; save
     the JSON if asked."""
@@ -194,11 +205,7 @@ def _bench(args, names, threads: int, torch, limit_pools) -> None:
 
     if args.json:
         result = {
-            "options": {k: getattr(args, k) for k in OPTIONS},
-            "machine": {k: info[k] for k in ("cpu", "cpu_target", "cpu_features")}
-            | {"cpus": os.cpu_count()},
-            "versions": versions,
-            "threads": threads,
+            **_json_header(args, info, versions, threads),
             "env": {v: os.environ.get(v) for v in MALLOC_VARS},
             "load_average": {"start": load_start, "end": report.load_average()},
             "quick": args.quick,
@@ -237,11 +244,7 @@ def _compile(args, names, threads: int) -> None:
     print("\n".join(compile.format_compile(result)))
     if args.json:
         saved = {
-            "options": {k: getattr(args, k) for k in OPTIONS},
-            "machine": {k: info[k] for k in ("cpu", "cpu_target", "cpu_features")}
-            | {"cpus": os.cpu_count()},
-            "versions": versions,
-            "threads": threads,
+            **_json_header(args, info, versions, threads),
             "load_average": {"start": load_start, "end": load_end},
             "compile": result,
         }

@@ -61,7 +61,7 @@ class Recorder:
     def _top(self) -> dict | None:
         return next((frame for frame in reversed(self._stack) if frame is not None), None)
 
-    def compile_started(self, data) -> None:
+    def _started(self, data) -> None:
         name = _name(data["dispatcher"])
         if self._top() is not None and not name.startswith(self.prefix):
             self._stack.append(None)
@@ -71,7 +71,7 @@ class Recorder:
              "nested": 0.0, "llvm": 0.0}
         )  # fmt: skip
 
-    def compile_ended(self) -> None:
+    def _ended(self) -> None:
         frame = self._stack.pop()
         if frame is None:
             return
@@ -90,12 +90,12 @@ class Recorder:
             }
         )
 
-    def llvm_started(self) -> None:
+    def _llvm_started(self) -> None:
         if self._llvm_depth == 0:
             self._llvm_start = time.thread_time()
         self._llvm_depth += 1
 
-    def llvm_ended(self) -> None:
+    def _llvm_ended(self) -> None:
         self._llvm_depth -= 1
         top = self._top()
         if self._llvm_depth == 0 and top is not None:
@@ -108,17 +108,17 @@ class Recorder:
 
         class Compiles(event.Listener):
             def on_start(self, e):
-                recorder.compile_started(e.data)
+                recorder._started(e.data)
 
             def on_end(self, e):
-                recorder.compile_ended()
+                recorder._ended()
 
         class LLVM(event.Listener):
             def on_start(self, e):
-                recorder.llvm_started()
+                recorder._llvm_started()
 
             def on_end(self, e):
-                recorder.llvm_ended()
+                recorder._llvm_ended()
 
         self._listeners = {"numba:compile": Compiles(), "numba:llvm_lock": LLVM()}
         for kind, listener in self._listeners.items():

@@ -44,6 +44,7 @@ class ConvShape:
 
     @property
     def out_hw(self) -> tuple[int, int]:
+        """The output's height and width."""
         return self.h + 2 * self.padding - self.kh + 1, self.w + 2 * self.padding - self.kw + 1
 
     def flops(self, direction: str) -> int:
@@ -70,7 +71,8 @@ class PoolShape:
     directions = ("forward", "backward")
 
     def flops(self, direction: str) -> None:
-        return None  # memory-bound: time is the measure
+        """None: memory-bound, time is the measure."""
+        return None
 
     def __str__(self) -> str:
         return f"{self.n}x{self.c}x{self.h}x{self.w} window {self.kernel}"
@@ -89,6 +91,7 @@ class BatchNormShape:
     directions = ("forward+backward",)
 
     def flops(self, direction: str) -> None:
+        """None: memory-bound, time is the measure."""
         return None
 
     def __str__(self) -> str:
@@ -108,6 +111,7 @@ class LinearShape:
     directions = ("forward",)
 
     def flops(self, direction: str) -> int:
+        """Multiply-adds times two."""
         return 2 * self.n * self.in_features * self.out_features
 
     def __str__(self) -> str:
@@ -133,6 +137,7 @@ class LossShape:
             raise ValueError(f"op must be one of {LOSSES}, got {self.op!r}")
 
     def flops(self, direction: str) -> None:
+        """None: memory-bound, time is the measure."""
         return None
 
     def __str__(self) -> str:
@@ -214,10 +219,12 @@ class Case:
 
     @property
     def op(self) -> str:
+        """The operation: ``conv2d``, ``max_pool2d``, ..., ``train_step``."""
         return self.shape.op
 
     @property
     def flops(self) -> int | None:
+        """The case's FLOP count (None for memory-bound ops)."""
         return self.shape.flops(self.direction)
 
     @property

@@ -179,14 +179,22 @@ def numpy_workload(case: Case, lib, seed: int = 0) -> Callable[[], object]:
     raise ValueError(f"{case}: not a single op")
 
 
-def fastcnn_train_step(a: dict) -> Callable[[], object]:
-    from fastcnn import nn, optim
-
-    net = nn.Sequential(
+def _mnist_net(nn):
+    """:data:`MNIST_NET` built from ``nn``, ``fastcnn.nn`` or ``torch.nn``: the same layer
+    names and arguments in both."""
+    return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10),
     )  # fmt: skip
+
+
+def fastcnn_train_step(a: dict) -> Callable[[], object]:
+    """One SGD step of the MNIST net with :mod:`fastcnn.nn` on the arrays ``a`` of
+    :func:`inputs` (batch, targets, initial weights); the callable returns the loss."""
+    from fastcnn import nn, optim
+
+    net = _mnist_net(nn)
     net.load_state_dict({k: v.copy() for k, v in a.items() if "." in k})
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.SGD(net.parameters(), lr=MNIST_LR, momentum=MNIST_MOMENTUM)
@@ -264,12 +272,9 @@ def _torch_loss(torch, op: str, x, targets) -> Callable[[], object]:
 
 
 def torch_train_step(torch, t: dict) -> Callable[[], object]:
+    """:func:`fastcnn_train_step` with torch, on the tensors ``t`` of the same arrays."""
     nn = torch.nn
-    net = nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10),
-    )  # fmt: skip
+    net = _mnist_net(nn)
     net.load_state_dict({k: v.clone() for k, v in t.items() if "." in k})
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(net.parameters(), lr=MNIST_LR, momentum=MNIST_MOMENTUM)
