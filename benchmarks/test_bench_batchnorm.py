@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastcnn._presets import cases
+from fastcnn.bench.presets import cases
 
 
 @pytest.mark.parametrize("impl", ("fastcnn", "reference", "torch"))

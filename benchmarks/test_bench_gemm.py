@@ -1,12 +1,12 @@
 """This machine's float32 GEMM peak (NumPy's BLAS), the yardstick of the conv GFLOP/s."""
 
-from fastcnn import _presets
+from fastcnn.bench import workloads
 
 
 def test_gemm_peak(benchmark, threads):
-    fn, flops = _presets.gemm_workload()
+    fn, flops = workloads.gemm_workload()
     fn()
-    benchmark.group = f"gemm float32 {_presets.GEMM_SIZE}^3"
+    benchmark.group = f"gemm float32 {workloads.GEMM_SIZE}^3"
     benchmark.extra_info.update(impl="numpy", threads=threads, flops=flops)
     benchmark(fn)
     if benchmark.stats:

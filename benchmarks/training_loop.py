@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 import fastcnn
-from fastcnn import _presets, data
+from fastcnn import data
+from fastcnn.bench import presets, workloads
 
 
 def main(argv=None) -> dict:
@@ -36,12 +37,12 @@ def main(argv=None) -> dict:
     fastcnn.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     images, labels = data.load_mnist(args.mnist)
-    (case,) = _presets.cases("mnist-step")
-    state = _presets.inputs(case)  # the step's batch arrays and the initial weights
+    (case,) = presets.cases("mnist-step")
+    state = workloads.inputs(case)  # the step's batch arrays and the initial weights
     tensors = {k: torch.from_numpy(v) for k, v in state.items()}
     steps = {
-        "fastcnn": _presets._fastcnn_train_step(state),
-        "torch": _presets._torch_train_step(torch, tensors),
+        "fastcnn": workloads.fastcnn_train_step(state),
+        "torch": workloads.torch_train_step(torch, tensors),
     }
     order = np.random.default_rng(0).permutation(len(labels))
     batches = [order[i : i + 64] for i in range(0, len(labels) - 63, 64)][: args.batches]

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcnn import _presets, bench
+from fastcnn import bench
+from fastcnn.bench import compile, malloc, memory, presets, timing, workloads
 
 # --- presets -------------------------------------------------------------------------
 
@@ -31,13 +32,31 @@ from fastcnn import _presets, bench
     ],
 )
 def test_conv_preset_flops_in_every_direction(preset, flops):
-    found = _presets.cases([preset])
+    found = presets.cases([preset])
     assert [c.direction for c in found] == ["forward", "grad_input", "grad_weight"]
     assert [c.flops for c in found] == [flops] * 3
 
 
+@pytest.mark.parametrize(
+    ("preset", "kernel"),
+    [
+        pytest.param("mnist-conv1", "few_taps", id="mnist-conv1"),  # 1 channel x 3x3: 9 taps
+        pytest.param("mnist-conv2", "direct", id="mnist-conv2"),
+        pytest.param("cifar-16x32", "direct", id="cifar-16x32"),
+        pytest.param("cifar-64x64", "direct", id="cifar-64x64"),
+    ],
+)
+def test_conv_preset_names_the_plans_kernel_in_every_direction(preset, kernel):
+    assert [c.kernel for c in presets.cases([preset])] == [kernel] * 3
+
+
+def test_only_conv_cases_have_a_kernel():
+    found = {c.op: c.kernel for c in presets.cases(["tiny"]) if c.op != "conv2d"}
+    assert found and set(found.values()) == {None}
+
+
 def test_tiny_preset_covers_every_op_and_direction():
-    found = {(c.op, c.direction) for c in _presets.cases(["tiny"])}
+    found = {(c.op, c.direction) for c in presets.cases(["tiny"])}
     assert found == {
         ("conv2d", "forward"),
         ("conv2d", "grad_input"),
@@ -45,23 +64,36 @@ def test_tiny_preset_covers_every_op_and_direction():
         ("max_pool2d", "forward"),
         ("max_pool2d", "backward"),
         ("batch_norm2d", "forward+backward"),
+        ("linear", "forward"),
+        ("cross_entropy", "forward+backward"),
+        ("binary_cross_entropy", "forward+backward"),
         ("train_step", "sgd"),
     }
 
 
+def test_linear_preset_flops():
+    (case,) = presets.cases(["mnist-fc1"])
+    assert (case.op, case.direction, case.flops) == ("linear", "forward", 2 * 64 * 1600 * 128)
+
+
+def test_loss_shape_rejects_an_unknown_loss():
+    with pytest.raises(ValueError, match="op must be one of.*'hinge'"):
+        presets.LossShape("hinge", 2, 3)
+
+
 def test_default_presets_leave_out_tiny_and_quick_is_a_subset():
-    assert "tiny" not in _presets.DEFAULT_PRESETS
-    assert set(_presets.QUICK_PRESETS) < set(_presets.DEFAULT_PRESETS)
+    assert "tiny" not in presets.DEFAULT_PRESETS
+    assert set(presets.QUICK_PRESETS) < set(presets.DEFAULT_PRESETS)
 
 
 def test_unknown_preset_is_rejected_by_name():
     with pytest.raises(ValueError, match="unknown preset.*'mnist-conv9'"):
-        _presets.cases(["mnist-conv9"])
+        presets.cases(["mnist-conv9"])
 
 
 # --- workloads compute the same thing in every implementation ------------------------
 
-TINY = [pytest.param(case, id=str(case)) for case in _presets.cases(["tiny"])]
+TINY = [pytest.param(case, id=str(case)) for case in presets.cases(["tiny"])]
 
 
 def _arrays(result) -> list[np.ndarray]:
@@ -80,21 +112,21 @@ def _assert_same(got, want) -> None:
 
 @pytest.mark.parametrize("case", [c for c in TINY if c.values[0].op != "train_step"])
 def test_fastcnn_workload_matches_reference(case):
-    _assert_same(_presets.workload(case, "fastcnn")(), _presets.workload(case, "reference")())
+    _assert_same(workloads.workload(case, "fastcnn")(), workloads.workload(case, "reference")())
 
 
 @pytest.mark.parametrize("case", TINY)
 def test_torch_workload_matches_fastcnn(case):
     pytest.importorskip("torch")
     # the training step returns its loss: both nets start from the same weights and batch
-    _assert_same(_presets.workload(case, "torch")(), _presets.workload(case, "fastcnn")())
+    _assert_same(workloads.workload(case, "torch")(), workloads.workload(case, "fastcnn")())
 
 
 def test_reference_has_no_training_step():
-    (case,) = [c for c in _presets.cases(["tiny"]) if c.op == "train_step"]
+    (case,) = [c for c in presets.cases(["tiny"]) if c.op == "train_step"]
     assert "reference" not in case.implementations
     with pytest.raises(ValueError, match="no reference implementation"):
-        _presets.workload(case, "reference")
+        workloads.workload(case, "reference")
 
 
 TINY_CONV = [c for c in TINY if c.values[0].op == "conv2d"]
@@ -103,29 +135,29 @@ TINY_CONV = [c for c in TINY if c.values[0].op == "conv2d"]
 @pytest.mark.parametrize("case", TINY_CONV)
 def test_tutorial_workload_matches_reference(case):
     pytest.importorskip("scipy")
-    _assert_same(_presets.workload(case, "tutorial")(), _presets.workload(case, "reference")())
+    _assert_same(workloads.workload(case, "tutorial")(), workloads.workload(case, "reference")())
 
 
 def test_tutorial_is_of_small_conv_cases_only():
-    for case in _presets.cases(["tiny", "mnist-conv2", "cifar-64x64"]):
+    for case in presets.cases(["tiny", "mnist-conv2", "cifar-64x64"]):
         assert ("tutorial" in case.implementations) == (case.op == "conv2d" and case.small)
-    (pool,) = [c for c in _presets.cases(["tiny"]) if c.direction == "backward"]
+    (pool,) = [c for c in presets.cases(["tiny"]) if c.direction == "backward"]
     with pytest.raises(ValueError, match="tutorial implementation is of conv2d only"):
-        _presets.workload(pool, "tutorial")
+        workloads.workload(pool, "tutorial")
 
 
 def test_assert_same_rejects_a_different_result():
     want = np.ones((2, 3), np.float32)
-    _presets.assert_same(want + 5e-4, want)  # within 1e-3 of the largest magnitude
+    workloads.assert_same(want + 5e-4, want)  # within 1e-3 of the largest magnitude
     with pytest.raises(AssertionError):
-        _presets.assert_same(want + 5e-3, want)
+        workloads.assert_same(want + 5e-3, want)
 
 
 def test_no_fastcnn_module_imports_the_tutorial_or_scipy_signal():
     code = (
         "import sys, fastcnn; assert 'scipy' not in sys.modules, 'import fastcnn'; "
         "import fastcnn.functional, fastcnn.nn, fastcnn.bench; "
-        "print(sorted(m for m in sys.modules if m in ('fastcnn._tutorial', 'scipy.signal')))"
+        "print(sorted(m for m in sys.modules if m in ('fastcnn.bench.tutorial', 'scipy.signal')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -144,7 +176,7 @@ def test_time_calls_counts_warmup_and_samples():
 
         return fn
 
-    timings = bench.time_calls(
+    timings = timing.time_calls(
         {"a": make("a"), "b": make("b")}, budget=0.0, min_samples=1, samples=4
     )
     for name, t in timings.items():
@@ -156,7 +188,7 @@ def test_time_calls_counts_warmup_and_samples():
 
 def test_time_calls_with_number_given_makes_no_warmup_call():
     calls = []
-    (t,) = bench.time_calls(
+    (t,) = timing.time_calls(
         {"slow": lambda: calls.append(1)}, budget=0.0, min_samples=1, samples=3, number=1,
         rewarm=False,
     ).values()  # fmt: skip
@@ -169,15 +201,15 @@ def test_time_calls_times_only_the_calls_after_each_rewarm_call():
 
     def cold_after_idle():
         now = time.perf_counter()
-        if now - state["last"] > bench.PAUSE_SECONDS / 2:
+        if now - state["last"] > timing.PAUSE_SECONDS / 2:
             time.sleep(0.05)
         state["last"] = time.perf_counter()
 
-    (t,) = bench.time_calls(
+    (t,) = timing.time_calls(
         {"f": cold_after_idle}, budget=0.0, min_samples=1, samples=3, number=2
     ).values()
     assert t.median < 0.01
-    (t,) = bench.time_calls(
+    (t,) = timing.time_calls(
         {"f": cold_after_idle}, budget=0.0, min_samples=1, samples=3, number=2, rewarm=False
     ).values()
     assert t.median >= 0.025
@@ -185,9 +217,9 @@ def test_time_calls_times_only_the_calls_after_each_rewarm_call():
 
 # --- fastcnn bench -------------------------------------------------------------------
 
-ROW_KEYS = {"preset", "op", "direction", "shape", "flops", "gflops", "pct_gemm", "first_call",
-            "torch_ratio", "reference_speedup", "tutorial_speedup", "fastcnn", "reference",
-            "torch", "tutorial"}  # fmt: skip
+ROW_KEYS = {"preset", "op", "direction", "kernel", "shape", "flops", "gflops", "pct_gemm",
+            "first_call", "torch_ratio", "reference_speedup", "tutorial_speedup", "fastcnn",
+            "reference", "torch", "tutorial"}  # fmt: skip
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 TIMING_KEYS = {"median", "q1", "q3", "samples", "number"}
 
@@ -206,8 +238,8 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
     assert set(result["env"]) == set(bench.MALLOC_VARS)
     assert result["versions"]["torch"] is None
     assert result["versions"]["numba"] and result["machine"]["cpu"]
-    assert result["gemm"]["gflops"] > 0 and result["gemm"]["size"] == _presets.GEMM_SIZE
-    expected = [(c.op, c.direction) for c in _presets.cases(["tiny"])]
+    assert result["gemm"]["gflops"] > 0 and result["gemm"]["size"] == workloads.GEMM_SIZE
+    expected = [(c.op, c.direction) for c in presets.cases(["tiny"])]
     assert [(r["op"], r["direction"]) for r in result["rows"]] == expected
     for row in result["rows"]:
         assert set(row) == ROW_KEYS
@@ -221,15 +253,18 @@ def test_bench_json_and_table_without_torch(tmp_path, capsys):
         assert (row["reference_speedup"] is not None) == has_ref
         assert (row["tutorial"] is not None) == has_tut
         assert (row["tutorial_speedup"] is not None) == has_tut
-        assert (row["gflops"] is not None) == (row["op"] in ("conv2d", "train_step"))
+        assert (row["gflops"] is not None) == (row["op"] in ("conv2d", "linear", "train_step"))
 
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("preset"))
-    for title in ("median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/", "tut/"):
+    for title in ("kernel", "median ms", "GFLOP/s", "%GEMM", "first ms", "/torch", "ref/"):
         assert title in lines[header]
     table = lines[header + 1 : header + 1 + len(expected)]
-    for line, (op, direction) in zip(table, expected, strict=True):
-        assert line.split()[:3] == ["tiny", op, direction]
+    kernels = [c.kernel or "-" for c in presets.cases(["tiny"])]
+    assert kernels[:3] == ["direct"] * 3  # the tiny conv: 3 channels x 3x3 taps
+    for line, (op, direction), kernel in zip(table, expected, kernels, strict=True):
+        assert line.split()[:4] == ["tiny", op, direction, kernel]
+    assert [r["kernel"] for r in result["rows"]] == [c.kernel for c in presets.cases(["tiny"])]
     assert any(line.startswith("malloc:") for line in lines[:header])
     assert any(line.startswith("GEMM peak:") for line in lines[:header])
     assert any(line.startswith("load average") for line in lines[:header])
@@ -279,14 +314,14 @@ def test_quick_run_leaves_out_the_tutorial_layer_and_the_step_memory(tmp_path, c
 def test_step_memory_of_the_tiny_training_step_in_a_fresh_process():
     if not sys.platform.startswith("linux"):
         pytest.skip("peak resident memory is read from Linux's /proc")
-    (entry,) = bench.measure_memory(["tiny"], threads=1, impls=("fastcnn",))
-    memory = entry["fastcnn"]
-    if "unavailable" in memory:
-        pytest.skip(memory["unavailable"])
+    (entry,) = memory.measure_memory(["tiny"], threads=1, impls=("fastcnn",))
+    used = entry["fastcnn"]
+    if "unavailable" in used:
+        pytest.skip(used["unavailable"])
     assert entry["case"] == "train_step-sgd-tiny"
-    assert memory["built"] > 0 and memory["baseline"] > 0  # MiB: the interpreter at least
-    assert memory["step"] >= 0
-    assert memory["peak"] >= memory["baseline"] - 1  # RSS counters: approximate to < 1 MiB
+    assert used["built"] > 0 and used["baseline"] > 0  # MiB: the interpreter at least
+    assert used["step"] >= 0
+    assert used["peak"] >= used["baseline"] - 1  # RSS counters: approximate to < 1 MiB
     assert entry["ratio"] == {"step": None, "peak": None}  # no torch measured
 
 
@@ -294,13 +329,13 @@ def test_step_memory_is_unavailable_where_the_peak_cannot_be_reset(monkeypatch):
     def refuse():
         raise PermissionError("clear_refs: read-only")
 
-    monkeypatch.setattr(bench, "_reset_peak", refuse)
-    (case,) = [c for c in _presets.cases(["tiny"]) if c.op == "train_step"]
-    memory = bench.step_memory(case, "fastcnn")
-    assert memory == {"unavailable": "cannot reset the peak resident set (clear_refs: read-only)"}
-    entry = {"case": str(case), "fastcnn": memory, "ratio": {"step": None, "peak": None}}
-    (_, line) = bench.format_memory([entry], threads=1)
-    assert line == f"  {case}: fastcnn unavailable: {memory['unavailable']}"
+    monkeypatch.setattr(memory, "_reset_peak", refuse)
+    (case,) = [c for c in presets.cases(["tiny"]) if c.op == "train_step"]
+    used = memory.step_memory(case, "fastcnn")
+    assert used == {"unavailable": "cannot reset the peak resident set (clear_refs: read-only)"}
+    entry = {"case": str(case), "fastcnn": used, "ratio": {"step": None, "peak": None}}
+    (_, line) = memory.format_memory([entry], threads=1)
+    assert line == f"  {case}: fastcnn unavailable: {used['unavailable']}"
 
 
 def test_malloc_both_runs_each_mode_in_a_child_with_its_environment(tmp_path, capsys):
@@ -350,15 +385,153 @@ def test_header_says_whether_malloc_thresholds_are_set(monkeypatch, env, expecte
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    assert expected in bench._malloc_note()
+    assert expected in malloc.malloc_note()
 
 
-def test_first_calls_child_reports_every_case(capsys):
-    assert bench.main(["--first-calls", "--preset", "tiny", "--threads", "1"]) == 0
+# --- fastcnn bench --compile ---------------------------------------------------------
+
+KERNEL_KEYS = {"kernel", "signature", "dtype", "front_end", "llvm"}
+POOL_FORWARD = "max_pool2d-forward-tiny"  # of the tiny cases, one of the quickest to compile
+
+
+def test_first_calls_child_runs_the_cases_it_is_given(capsys):
+    argv = ["--first-calls", "--preset", "tiny", "--threads", "1"]
+    argv += ["--case", "linear-forward-tiny", "--case", POOL_FORWARD]
+    assert bench.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["import_functional"] >= 0
-    assert [c["case"] for c in report["cases"]] == [str(c) for c in _presets.cases(["tiny"])]
-    assert all(c["seconds"] > 0 for c in report["cases"])
+    assert report["import"]["wall"] >= 0
+    # in table order, whatever the order of --case
+    assert [c["case"] for c in report["cases"]] == [POOL_FORWARD, "linear-forward-tiny"]
+    for case in report["cases"]:
+        assert case["wall"] > 0 and case["cpu"] >= 0
+        assert all(set(k) == KERNEL_KEYS for k in case["kernels"])  # none: compiled already
+    assert report["all"]["wall"] >= sum(c["wall"] for c in report["cases"])
+
+
+@pytest.fixture
+def jit():
+    numba = pytest.importorskip("numba")
+    if numba.config.DISABLE_JIT:
+        pytest.skip("nothing compiles under NUMBA_DISABLE_JIT")
+    return numba.njit
+
+
+def test_recorder_charges_each_dispatcher_its_own_compile(jit):
+    @jit
+    def inner(x):
+        return min(x, 1.0) * 2.0  # min: one of Numba's own overloads, charged to inner
+
+    @jit
+    def outer(x):
+        return inner(x) + 1.0
+
+    with compile.Recorder(prefix=__name__) as recorder:
+        outer(np.float32(0.5))
+    names = [k["kernel"].rsplit(".", 1)[-1] for k in recorder.compiled]
+    assert names == ["inner", "outer"]  # inner's compile ends first, inside outer's
+    for k in recorder.compiled:
+        assert set(k) == KERNEL_KEYS and k["dtype"] == "float32"
+        assert k["front_end"] > 0 and k["llvm"] > 0
+
+    @jit
+    def after(x):
+        return x
+
+    after(1.0)  # the recorder has stopped listening
+    assert len(recorder.compiled) == 2
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [
+        pytest.param("(Array(float32, 1, 'C', False, aligned=True), int64)", "float32", id="f32"),
+        pytest.param(
+            "(Array(float32, 2, 'C'), Array(float64, 1, 'C'))", "float32+float64", id="both"
+        ),  # fmt: skip
+        pytest.param("(int64, UniTuple(int64, 2))", "-", id="ints"),
+    ],
+)
+def test_signature_dtypes(signature, expected):
+    assert compile._dtypes(signature) == expected
+
+
+def test_per_kernel_sums_the_signatures_of_a_dispatcher_and_dtype():
+    def entry(kernel, dtype, front_end, llvm):
+        return {"kernel": kernel, "signature": "", "dtype": dtype, "front_end": front_end,
+                "llvm": llvm}  # fmt: skip
+
+    rows = compile.per_kernel(
+        [entry("a", "float32", 0.25, 0.5), entry("b", "float32", 2.0, 1.0),
+         entry("a", "float32", 0.5, 0.25), entry("a", "float64", 0.25, 0.25)]
+    )  # fmt: skip
+    assert [(r["kernel"], r["dtype"], r["sigs"], r["front_end"], r["llvm"]) for r in rows] == [
+        ("b", "float32", 1, 2.0, 1.0),
+        ("a", "float32", 2, 0.75, 0.75),
+        ("a", "float64", 1, 0.25, 0.25),
+    ]
+
+
+def test_compile_table_flags_a_kernel_the_warm_run_compiled_again():
+    kernel = {"kernel": "fastcnn._kernels.pool.k", "signature": "(float32,)", "dtype": "float32",
+              "front_end": 0.5, "llvm": 0.25}  # fmt: skip
+    cold = {"wall": 2.0, "cpu": 1.5, "kernels": [kernel], "import": {"wall": 0.5, "cpu": 0.4}}
+    warm = {"wall": 0.1, "cpu": 0.1, "kernels": [], "import": {"wall": 0.5, "cpu": 0.4}}
+    report = {
+        "cases": [{"case": "c", "op": "max_pool2d", "kernel": None, "cold": cold,
+                   "warm": warm | {"kernels": [kernel]}}],
+        "everything": {"cases": 1, "cold": cold, "warm": warm},
+    }  # fmt: skip
+    lines = compile.format_compile(report)
+    flagged = [line for line in lines if line.startswith("  !")]
+    assert flagged == ["  ! the warm run compiled again (not loaded from the cache): pool.k"]
+    rows = [line.split() for line in lines if line.startswith(("c ", "  pool.k"))]
+    assert rows[:2] == [["c", "1", "2.00", "1.50", "0.10", "0.50", "0.25"],
+                        ["pool.k", "float32", "1", "0.50", "0.25"]]  # fmt: skip
+
+
+def test_bench_compile_measures_cold_and_warm_first_calls(tmp_path, capsys, monkeypatch):
+    # One cheap case: 4 fresh processes (cold, warm; everything cold, warm), each compiling
+    # or loading the max-pool kernels.
+    measure = compile.measure_compile
+
+    def one_case(cases, threads, progress):
+        return measure([c for c in cases if str(c) == POOL_FORWARD], threads, progress)
+
+    monkeypatch.setattr(compile, "measure_compile", one_case)
+    path = tmp_path / "compile.json"
+    argv = ["--compile", "--preset", "tiny", "--threads", "1", "--json", str(path)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    result = json.loads(path.read_text())["compile"]
+
+    (case,) = result["cases"]
+    assert (case["case"], case["op"], case["kernel"]) == (POOL_FORWARD, "max_pool2d", None)
+    cold, warm = case["cold"], case["warm"]
+    assert cold["wall"] > 0 and cold["cpu"] > 0 and warm["wall"] > 0
+    assert cold["kernels"], "a cold cache compiles"
+    for k in cold["kernels"]:
+        assert set(k) == KERNEL_KEYS and k["kernel"].startswith("fastcnn._kernels.")
+        assert k["dtype"] == "float32" and k["front_end"] > 0 and k["llvm"] > 0
+    assert warm["kernels"] == []  # every kernel came from the cache the cold run wrote
+    every = result["everything"]
+    assert every["cases"] == 1 and every["cold"]["wall"] > 0 and every["warm"]["wall"] > 0
+    assert {k["kernel"] for k in every["cold"]["kernels"]} == {k["kernel"] for k in cold["kernels"]}
+    assert result["slowest_op"]["case"] == POOL_FORWARD and result["slowest_op"]["wall"] > 0
+
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("case / kernel"))
+    for title in ("dtype", "sigs", "cold s", "cpu s", "warm s", "front s", "LLVM s"):
+        assert title in header
+    assert any(line.startswith(POOL_FORWARD) for line in lines)
+    assert any(line.startswith("  pool.") for line in lines)
+    assert any(line.startswith("everything (1 case, one process)") for line in lines)
+    assert f"slowest first call of a single op, cold: {POOL_FORWARD}" in out
+    assert "median ms" not in out  # --compile measures compiling only
+
+
+def test_compile_does_not_combine_with_malloc_modes(capsys):
+    assert bench.main(["--compile", "--malloc", "both", "--preset", "tiny"]) == 2
+    assert "choose one" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

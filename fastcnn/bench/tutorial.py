@@ -5,9 +5,9 @@ channel, input channel) triple, and each gradient likewise: the loops that fastc
 to replace. Same signatures as ``fastcnn.functional`` (stride 1, dilation 1), so
 ``fastcnn bench`` and ``benchmarks/`` time it like the other implementations.
 
-Private, and imported only by them: it imports SciPy, which is not a fastcnn dependency
-(it comes with the ``train`` extra, through scikit-learn), so importing this module raises
-``ImportError`` where SciPy is missing, and no other fastcnn module imports it.
+It imports SciPy, which is not a fastcnn dependency (it comes with the ``train`` extra,
+through scikit-learn): importing this module raises ``ImportError`` where SciPy is missing,
+and only the bench imports it, when asked to.
 """
 
 import numpy as np

@@ -1,18 +1,9 @@
-"""The named benchmark presets: the one list shared by ``benchmarks/`` and ``fastcnn bench``.
-
-A preset names a problem size. Expanding its shapes over their directions gives the
-benchmark cases (``conv2d forward mnist-conv2``, ``max_pool2d backward mnist-pool1``, ...).
-Each case knows its FLOP count and builds, from a seed, a zero-argument callable that runs
-it with one implementation on fixed inputs:
-
-- ``fastcnn``: :mod:`fastcnn.functional` (and :mod:`fastcnn.nn` for the training step);
-- ``reference``: :mod:`fastcnn.reference`, affordable on small presets only;
-- ``torch``: PyTorch's CPU kernels, imported only when asked for (fastcnn never needs it);
-- ``tutorial``: :mod:`fastcnn._tutorial`, a ``scipy.signal.correlate2d`` layer of the
-  from-scratch style, for the conv cases of small presets (imports SciPy when asked for).
+"""The workloads of the benchmark cases: one zero-argument callable per case and
+implementation, on fixed inputs.
 
 Every implementation of a case gets the same input arrays (same seed), so their results
-can be compared (:func:`assert_same`) before they are timed.
+can be compared (:func:`assert_same`) before they are timed. :func:`gemm_workload` is the
+yardstick: NumPy's float32 matmul.
 """
 
 from __future__ import annotations
@@ -20,186 +11,18 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-IMPLEMENTATIONS = ("fastcnn", "reference", "torch", "tutorial")
-
-# --- shapes --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConvShape:
-    """A 3x3-style convolution: input (n, c, h, w), weight (k, c, kh, kw), stride 1."""
-
-    n: int
-    c: int
-    h: int
-    w: int
-    k: int
-    kh: int = 3
-    kw: int = 3
-    padding: int = 0
-
-    op = "conv2d"
-    directions = ("forward", "grad_input", "grad_weight")
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return self.h + 2 * self.padding - self.kh + 1, self.w + 2 * self.padding - self.kw + 1
-
-    def flops(self, direction: str) -> int:
-        """Multiply-adds times two; each direction is one GEMM of the same size."""
-        oh, ow = self.out_hw
-        return 2 * self.n * self.k * self.c * self.kh * self.kw * oh * ow
-
-    def __str__(self) -> str:
-        pad = f" pad {self.padding}" if self.padding else ""
-        return f"N{self.n} C{self.c} {self.h}x{self.w} K{self.k} {self.kh}x{self.kw}{pad}"
-
-
-@dataclass(frozen=True)
-class PoolShape:
-    """A max-pool with a square window and stride equal to it over (n, c, h, w)."""
-
-    n: int
-    c: int
-    h: int
-    w: int
-    kernel: int = 2
-
-    op = "max_pool2d"
-    directions = ("forward", "backward")
-
-    def flops(self, direction: str) -> None:
-        return None  # memory-bound: time is the measure
-
-    def __str__(self) -> str:
-        return f"{self.n}x{self.c}x{self.h}x{self.w} window {self.kernel}"
-
-
-@dataclass(frozen=True)
-class BatchNormShape:
-    """Training-mode batchnorm over (n, c, h, w), forward then backward."""
-
-    n: int
-    c: int
-    h: int
-    w: int
-
-    op = "batch_norm2d"
-    directions = ("forward+backward",)
-
-    def flops(self, direction: str) -> None:
-        return None
-
-    def __str__(self) -> str:
-        return f"{self.n}x{self.c}x{self.h}x{self.w}"
-
-
-@dataclass(frozen=True)
-class TrainStepShape:
-    """One SGD step (momentum 0.9, cross-entropy) of :data:`MNIST_NET` on a batch of 28x28."""
-
-    batch: int
-
-    op = "train_step"
-    directions = ("sgd",)
-
-    def flops(self, direction: str) -> int:
-        """The convolutions and matmuls a step needs (the first conv's input gradient is
-        not needed, so it is not counted even where an implementation computes it)."""
-        conv1 = ConvShape(self.batch, 1, 28, 28, 32).flops("forward")
-        conv2 = ConvShape(self.batch, 32, 13, 13, 64).flops("forward")
-        linear = 2 * self.batch * (64 * 5 * 5 * 128 + 128 * 10)
-        return 2 * conv1 + 3 * conv2 + 3 * linear
-
-    def __str__(self) -> str:
-        return f"MNIST net, batch {self.batch}"
-
-
-Shape = ConvShape | PoolShape | BatchNormShape | TrainStepShape
-
-
-# --- presets and cases ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named problem size (``tiny`` holds one small shape of every op, for tests)."""
-
-    name: str
-    shapes: tuple[Shape, ...]
-    small: bool  # fastcnn.reference (and the tutorial baseline) are affordable here
-    quick: bool  # part of ``fastcnn bench --quick``
-
-
-TINY = (ConvShape(2, 3, 7, 9, 4, padding=1), PoolShape(2, 3, 6, 8), BatchNormShape(2, 3, 5, 5))
-PRESETS = (
-    Preset("tiny", (*TINY, TrainStepShape(2)), small=True, quick=False),
-    Preset("mnist-conv1", (ConvShape(64, 1, 28, 28, 32),), small=True, quick=True),
-    Preset("mnist-conv2", (ConvShape(64, 32, 13, 13, 64),), small=True, quick=True),
-    Preset("cifar-16x32", (ConvShape(64, 16, 32, 32, 32, padding=1),), small=False, quick=False),
-    Preset("cifar-64x64", (ConvShape(32, 64, 32, 32, 64, padding=1),), small=False, quick=True),
-    Preset("mnist-pool1", (PoolShape(64, 32, 26, 26),), small=True, quick=True),
-    Preset("mnist-bn1", (BatchNormShape(64, 32, 26, 26),), small=True, quick=True),
-    Preset("mnist-step", (TrainStepShape(64),), small=False, quick=True),
+from fastcnn.bench.presets import (
+    IMPLEMENTATIONS,
+    BatchNormShape,
+    Case,
+    ConvShape,
+    LinearShape,
+    LossShape,
+    PoolShape,
 )
-PRESET_NAMES = tuple(p.name for p in PRESETS)
-DEFAULT_PRESETS = tuple(p.name for p in PRESETS if p.name != "tiny")
-QUICK_PRESETS = tuple(p.name for p in PRESETS if p.quick)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One benchmark: a shape of a preset in one direction."""
-
-    preset: str
-    shape: Shape
-    direction: str
-    small: bool  # of a small preset: the reference is affordable
-
-    @property
-    def op(self) -> str:
-        return self.shape.op
-
-    @property
-    def flops(self) -> int | None:
-        return self.shape.flops(self.direction)
-
-    @property
-    def group(self) -> str:
-        """The pytest-benchmark group: implementations of one case are compared together."""
-        return f"{self.op} {self.direction} {self.preset}"
-
-    @property
-    def implementations(self) -> tuple[str, ...]:
-        """The implementations worth timing here: the reference only where affordable, and
-        only for single ops (it has no layer API for the training step); the tutorial layer
-        only for the convolutions of small presets."""
-        if not self.small or self.op == "train_step":
-            return ("fastcnn", "torch")
-        return IMPLEMENTATIONS if self.op == "conv2d" else ("fastcnn", "reference", "torch")
-
-    def __str__(self) -> str:
-        return f"{self.op}-{self.direction}-{self.preset}"
-
-
-def cases(names=None) -> list[Case]:
-    """The cases of the named presets (default :data:`DEFAULT_PRESETS`), in table order."""
-    names = DEFAULT_PRESETS if names is None else (names,) if isinstance(names, str) else names
-    unknown = sorted(set(names) - set(PRESET_NAMES))
-    if unknown:
-        raise ValueError(f"unknown preset(s) {unknown}; choose from {list(PRESET_NAMES)}")
-    return [
-        Case(p.name, shape, direction, p.small)
-        for p in PRESETS
-        if p.name in names
-        for shape in p.shapes
-        for direction in shape.directions
-    ]
-
 
 # --- inputs --------------------------------------------------------------------------
 
@@ -219,11 +42,8 @@ def stroke_images(rng: np.random.Generator, n: int, size: int = 28) -> np.ndarra
     """``n`` digit-like float32 images (n, 1, size, size): three thick random strokes on a
     zero background, values in [0, 1], about 80% zeros like MNIST.
 
-    The training step is timed on these rather than on uniform noise, on which torch's
-    data-dependent max-pool is slower than on digits (its forward on the ReLU of a
-    convolution: 3.6-3.9 ms on noise, 2.0 on real MNIST digits; its whole step, alternating
-    samples at 2 threads: 16.9-18.3 ms on noise, 15.2-16.0 on these, 15.6-16.4 on real
-    digits; fastcnn's 11.6-13.3 on all three).
+    The training step is timed on these rather than on uniform noise: torch's max-pool is
+    data-dependent, slower on noise than on digits, and on these it runs as on real digits.
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     images = np.zeros((n, 1, size, size), np.float32)
@@ -273,6 +93,19 @@ def inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
             "bias": 0.1 * _normal(rng, s.c),
             "grad_out": _normal(rng, s.n, s.c, s.h, s.w),
         }
+    if isinstance(s, LinearShape):
+        return {
+            "x": _normal(rng, s.n, s.in_features),
+            "weight": _normal(rng, s.out_features, s.in_features),
+            "bias": _normal(rng, s.out_features),
+        }
+    if isinstance(s, LossShape) and s.op == "cross_entropy":
+        return {"x": _normal(rng, s.n, s.c), "targets": rng.integers(0, s.c, s.n)}
+    if isinstance(s, LossShape):  # probabilities away from 0 and 1, where clipping differs
+        return {
+            "x": rng.uniform(0.05, 0.95, (s.n, s.c)).astype(np.float32),
+            "targets": rng.integers(0, 2, (s.n, s.c)).astype(np.float32),
+        }
     return {
         "x": stroke_images(rng, s.batch),
         "targets": rng.integers(0, 10, s.batch),
@@ -300,13 +133,13 @@ def workload(case: Case, impl: str, seed: int = 0) -> Callable[[], object]:
     elif impl == "tutorial":
         if case.op != "conv2d":
             raise ValueError(f"{case}: the tutorial implementation is of conv2d only")
-        lib = importlib.import_module("fastcnn._tutorial")
+        lib = importlib.import_module("fastcnn.bench.tutorial")
     else:
         raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if case.op == "train_step":
         if impl != "fastcnn":
             raise ValueError(f"{case}: no {impl} implementation of the training step")
-        return _fastcnn_train_step(inputs(case, seed))
+        return fastcnn_train_step(inputs(case, seed))
     return numpy_workload(case, lib, seed)
 
 
@@ -315,7 +148,13 @@ def numpy_workload(case: Case, lib, seed: int = 0) -> Callable[[], object]:
     (``fastcnn.functional``, ``fastcnn.reference``, the tutorial baseline)."""
     a = inputs(case, seed)
     s = case.shape
-    x, grad_out = a["x"], a["grad_out"]
+    x, grad_out = a["x"], a.get("grad_out")
+    if case.op == "linear":
+        return lambda: lib.linear(x, a["weight"], a["bias"])
+    if case.op == "cross_entropy":
+        return lambda: lib.cross_entropy(x, a["targets"])
+    if case.op == "binary_cross_entropy":
+        return lambda: lib.binary_cross_entropy(x, a["targets"])
     if case.op == "conv2d":
         weight, p = a["weight"], s.padding
         return {
@@ -340,14 +179,22 @@ def numpy_workload(case: Case, lib, seed: int = 0) -> Callable[[], object]:
     raise ValueError(f"{case}: not a single op")
 
 
-def _fastcnn_train_step(a: dict) -> Callable[[], object]:
-    from fastcnn import nn, optim
-
-    net = nn.Sequential(
+def _mnist_net(nn):
+    """:data:`MNIST_NET` built from ``nn``, ``fastcnn.nn`` or ``torch.nn``: the same layer
+    names and arguments in both."""
+    return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10),
     )  # fmt: skip
+
+
+def fastcnn_train_step(a: dict) -> Callable[[], object]:
+    """One SGD step of the MNIST net with :mod:`fastcnn.nn` on the arrays ``a`` of
+    :func:`inputs` (batch, targets, initial weights); the callable returns the loss."""
+    from fastcnn import nn, optim
+
+    net = _mnist_net(nn)
     net.load_state_dict({k: v.copy() for k, v in a.items() if "." in k})
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.SGD(net.parameters(), lr=MNIST_LR, momentum=MNIST_MOMENTUM)
@@ -367,6 +214,10 @@ def _torch_workload(case: Case, a: dict) -> Callable[[], object]:
     torch = importlib.import_module("torch")  # optional: only `fastcnn bench` asks for it
     t = {k: torch.from_numpy(v) for k, v in a.items()}
     s = case.shape
+    if case.op == "linear":
+        return lambda: torch.nn.functional.linear(t["x"], t["weight"], t["bias"])
+    if case.op in ("cross_entropy", "binary_cross_entropy"):
+        return _torch_loss(torch, case.op, t["x"], t["targets"])
     if case.op == "conv2d":
         conv, grad = torch.nn.functional.conv2d, torch.nn.grad
         x, weight, grad_out, p = t["x"], t["weight"], t["grad_out"], s.padding
@@ -398,16 +249,32 @@ def _torch_workload(case: Case, a: dict) -> Callable[[], object]:
             )  # fmt: skip
 
         return forward_backward
-    return _torch_train_step(torch, t)
+    return torch_train_step(torch, t)
 
 
-def _torch_train_step(torch, t: dict) -> Callable[[], object]:
+def _torch_loss(torch, op: str, x, targets) -> Callable[[], object]:
+    """The loss and its input's gradient with the kernels autograd calls on the CPU (mean
+    reduction), as fastcnn's losses return them."""
+    aten, one = torch.ops.aten, torch.ones(())
+    if op == "binary_cross_entropy":
+        return lambda: (
+            aten.binary_cross_entropy(x, targets, None, 1),
+            aten.binary_cross_entropy_backward(one, x, targets, None, 1),
+        )
+
+    def cross_entropy():
+        log_p = aten._log_softmax(x, 1, False)
+        loss, total_weight = aten.nll_loss_forward(log_p, targets, None, 1, -100)
+        grad = aten.nll_loss_backward(one, log_p, targets, None, 1, -100, total_weight)
+        return loss, aten._log_softmax_backward_data(grad, log_p, 1, x.dtype)
+
+    return cross_entropy
+
+
+def torch_train_step(torch, t: dict) -> Callable[[], object]:
+    """:func:`fastcnn_train_step` with torch, on the tensors ``t`` of the same arrays."""
     nn = torch.nn
-    net = nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10),
-    )  # fmt: skip
+    net = _mnist_net(nn)
     net.load_state_dict({k: v.clone() for k, v in t.items() if "." in k})
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(net.parameters(), lr=MNIST_LR, momentum=MNIST_MOMENTUM)
