@@ -560,7 +560,9 @@ def _train(args) -> int:
         if args.threads is not None:
             fastcnn.set_num_threads(args.threads)
         fastcnn.keep_freed_memory()  # every step frees and reallocates the same arrays
+        warming = _start_warmup(config)
         (x, y), (xt, yt) = _load_data(args)
+        _finish_warmup(warming)
         model, optimizer, schedule, order_rng = _build(config, x.shape[1:])
         print(
             f"training on {args.dataset}: {len(y)} train / {len(yt)} test images, "
@@ -601,6 +603,42 @@ def _train(args) -> int:
             _plot(plt, history, paths["plot"])
             print(f"saved the curves to {args.plot}")
     return 0
+
+
+def _start_warmup(config: dict):
+    """The first time on this machine, compile the net's kernels in worker processes
+    (``fastcnn warmup``) while the data load; returns the future of it, or None."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastcnn import warmup
+
+    names = list(warmup.LENET)
+    if config["batchnorm"]:
+        names.append("batchnorm")
+    if config["optimizer"] == "adam":
+        names.append("adam")
+    jobs = warmup.jobs(names, (TRAIN_DTYPE,))
+    if not warmup.needed(jobs):
+        return None
+    print("compiling the kernels for this CPU, once: later runs load them from the cache")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="fastcnn-warmup")
+    future = pool.submit(warmup.warmup, jobs, progress=False)
+    pool.shutdown(wait=False)  # the future still runs; _finish_warmup waits for it
+    return future
+
+
+def _finish_warmup(future) -> None:
+    """Wait for :func:`_start_warmup`'s workers; if they failed, the kernels compile on
+    first use instead (slower, one at a time)."""
+    if future is None:
+        return
+    try:
+        seconds = future.result()
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0]
+        print(f"fastcnn train: warm-up failed ({first}); compiling on first use", file=sys.stderr)
+    else:
+        print(f"compiled the kernels in {seconds:.1f} s", flush=True)
 
 
 def _diverged_hint(exc, args, config) -> str:

@@ -271,8 +271,9 @@ def fit(
 
     Returns:
         The history, one dict per epoch: ``epoch``, ``lr``, ``train_loss`` (mean over
-        the epoch's images), ``test_accuracy`` (or ``None``), ``seconds`` and
-        ``images_per_second`` (training only, without the evaluation).
+        the epoch's images), ``test_accuracy`` (or ``None``), ``seconds`` (training
+        only, without the evaluation), ``first_step_seconds`` (the first step loads or
+        compiles the kernels) and ``images_per_second`` (after the first step).
     """
     from tqdm import tqdm
 
@@ -327,6 +328,7 @@ def fit(
             dynamic_ncols=True,
         )
         t0 = time.perf_counter()
+        first_step, steady_t0, steady_seen = None, t0, 0
         with bar:
             for xb, yb in iterate_batches(x, y, batch_size, rng):
                 optimizer.zero_grad()
@@ -348,10 +350,18 @@ def fit(
                 loss_sum += loss * len(yb)
                 seen += len(yb)
                 bar.update(1)
+                if first_step is None:  # it loads (or compiles) the kernels: timed apart
+                    steady_t0, steady_seen = time.perf_counter(), seen
+                    first_step = steady_t0 - t0
                 if bar.n % 10 == 0 or bar.n == n_batches:
-                    rate = seen / (time.perf_counter() - t0)
+                    rate = (seen - steady_seen) / (time.perf_counter() - steady_t0)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{rate:.0f}")
-        seconds = time.perf_counter() - t0
+        end = time.perf_counter()
+        seconds = end - t0
+        if seen > steady_seen:
+            rate = (seen - steady_seen) / (end - steady_t0)
+        else:
+            rate = seen / seconds if seconds > 0 else 0.0
         if stop_on_divergence and judged and not below and streak >= DIVERGENCE_STREAK:
             what = (
                 f"the loss stayed above its starting value {start_loss:.4g} for the whole "
@@ -365,10 +375,11 @@ def fit(
             "train_loss": loss_sum / max(seen, 1),
             "test_accuracy": accuracy,
             "seconds": seconds,
-            "images_per_second": seen / seconds if seconds > 0 else 0.0,
+            "first_step_seconds": first_step,
+            "images_per_second": rate,
         }
         history.append(record)
-        log(_epoch_line(record, epochs))
+        log(_epoch_line(record, epochs, first=epoch == start + 1))
         if checkpoint is not None:
             state = _checkpoint_state(model, optimizer, rng, epoch, history, config)
             state.update(start_loss=start_loss, data=data)
@@ -397,11 +408,13 @@ def _diverged(what: str, epoch: int, checkpoint, last_good: int) -> TrainingDive
     )
 
 
-def _epoch_line(r: dict, epochs: int) -> str:
+def _epoch_line(r: dict, epochs: int, first: bool) -> str:
     acc = "" if r["test_accuracy"] is None else f"  test accuracy {100 * r['test_accuracy']:.2f}%"
+    first = first and r["first_step_seconds"] is not None
+    step = f" (first step {r['first_step_seconds']:.1f} s)" if first else ""
     return (
         f"epoch {r['epoch']}/{epochs}  lr {r['lr']:.3g}  train loss {r['train_loss']:.4f}{acc}  "
-        f"{r['seconds']:.1f} s  {r['images_per_second']:.0f} images/s"
+        f"{r['seconds']:.1f} s{step}  {r['images_per_second']:.0f} images/s"
     )
 
 

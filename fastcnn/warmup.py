@@ -3,14 +3,14 @@
 Numba compiles each kernel on its first call and keeps it in its on-disk cache, so only
 the first process on a machine pays; but one process compiles one kernel at a time
 (Numba holds a process-wide lock). :func:`warmup` starts one worker process per core
-(``python -m fastcnn.warmup``, a fresh interpreter each), hands them *workloads* (small
-calls that compile one family of kernels in one dtype, :data:`WORKLOADS`), longest
-first, and waits, showing progress. Later processes load the kernels from the cache.
+(``python -m fastcnn.warmup``, a fresh interpreter each) and hands each free worker the
+next *workload* (small calls that compile one family of kernels in one dtype,
+:data:`WORKLOADS`), longest first, showing progress. Later processes load the kernels
+from the cache.
 
 A kernel's compiled code depends on the argument types, not on the sizes, so a
-workload's small calls compile what a model of any size needs: every conv kernel of the
-plan, each vector width of the 2x2 pool, and the launcher of each kernel's parts (the
-calls are big enough to run on every thread).
+workload's small calls compile what a model of any size needs: its kernels and the
+launcher of each kernel's parts (the calls are big enough to run on every thread).
 
 ``fastcnn train`` warms up what its net needs while it loads the data, the first time
 (:func:`needed`): a stamp in the cache folder records a finished warm-up for this CPU,
@@ -25,6 +25,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -65,18 +66,24 @@ def _conv_few_taps(dtype):
 
 def _conv_direct(dtype):
     _conv(dtype, c=16, k=32, kernel=3, padding=1)
-    _conv(dtype, c=16, k=8, kernel=3, padding=1, stride=2)
+
+
+def _pool_2x2(dtype):
+    import fastcnn.functional as F
+
+    rng = np.random.default_rng(0)
+    for width in (8, 16, 32, 64):  # each vector width: rows narrower and wider than one
+        x = _rand(rng, (64, 32, 16, width), dtype)
+        y, indices = F.max_pool2d(x, 2)
+        F.max_pool2d_backward(y, indices, x.shape)
 
 
 def _pool(dtype):
     import fastcnn.functional as F
 
-    rng = np.random.default_rng(0)
-    for width in (8, 16, 32, 64):  # rows narrower and wider than each vector width
-        x = _rand(rng, (64, 32, 8, width), dtype)
-        y, indices = F.max_pool2d(x, 2)
-        F.max_pool2d_backward(y, indices, x.shape)
-    F.max_pool2d(_rand(rng, (64, 32, 6, 6), dtype), 3, 1, 1)
+    x = _rand(np.random.default_rng(0), (64, 32, 6, 6), dtype)
+    y, indices = F.max_pool2d(x, 3, 1, 1)
+    F.max_pool2d_backward(y, indices, x.shape)
 
 
 def _batchnorm(dtype):
@@ -90,11 +97,17 @@ def _batchnorm(dtype):
     F.batch_norm2d(x, None, None, *stats, training=False)
 
 
-def _activations(dtype):
+def _relu(dtype):
     import fastcnn.functional as F
 
     x = _rand(np.random.default_rng(0), (1 << 18,), dtype)
     F.relu_backward(x, F.relu(x))
+
+
+def _sigmoid(dtype):
+    import fastcnn.functional as F
+
+    x = _rand(np.random.default_rng(0), (1 << 18,), dtype)
     F.sigmoid_backward(x, F.sigmoid(x))
 
 
@@ -108,46 +121,67 @@ def _linear(dtype):
     layer.backward(_rand(rng, (64, 100), dtype))
 
 
-def _losses(dtype):
+def _cross_entropy(dtype):
     import fastcnn.functional as F
 
     rng = np.random.default_rng(0)
-    logits = _rand(rng, (64, 10), dtype)
-    F.cross_entropy(logits, rng.integers(0, 10, 64))
+    F.cross_entropy(_rand(rng, (64, 10), dtype), rng.integers(0, 10, 64))
+
+
+def _losses(dtype):
+    import fastcnn.functional as F
+
+    logits = _rand(np.random.default_rng(0), (64, 10), dtype)
     F.softmax(logits), F.log_softmax(logits)
     probs = F.sigmoid(logits)
     F.binary_cross_entropy(probs, (probs > 0.5).astype(dtype))
 
 
-def _optimisers(dtype):
-    from fastcnn import optim
+def _parameters(dtype):
     from fastcnn.nn import Parameter
 
     rng = np.random.default_rng(0)
     params = [Parameter(_rand(rng, (1 << 18,), dtype)), Parameter(_rand(rng, (10,), dtype))]
     for p in params:
         p.grad[...] = 1
+    return params
+
+
+def _sgd(dtype):
+    from fastcnn import optim
+
+    params = _parameters(dtype)
     for opt in (optim.SGD(params, lr=0.1, momentum=0.9), optim.SGD(params, lr=0.1)):
         opt.step()
         opt.step()
-    optim.Adam(params).step()
 
 
-#: The workloads, each compiling one family of kernels in one dtype; with their rough
-#: share of the compile time, so the longest start first.
+def _adam(dtype):
+    from fastcnn import optim
+
+    optim.Adam(_parameters(dtype)).step()
+
+
+#: The workloads, each compiling one family of kernels in one dtype, with their rough
+#: compile time in seconds (the longest start first).
 WORKLOADS = {
-    "conv first layer": (_conv_first_layer, 3),
-    "conv few_taps": (_conv_few_taps, 3),
-    "conv direct": (_conv_direct, 4),
-    "pool": (_pool, 2),
+    "conv first layer": (_conv_first_layer, 4.5),
+    "conv few_taps": (_conv_few_taps, 6),
+    "conv direct": (_conv_direct, 5.5),
+    "pool 2x2": (_pool_2x2, 1),
+    "pool": (_pool, 1),
     "batchnorm": (_batchnorm, 2),
-    "activations": (_activations, 1),
+    "relu": (_relu, 0.5),
+    "sigmoid": (_sigmoid, 0.5),
     "linear": (_linear, 2),
-    "losses": (_losses, 2),
-    "optimisers": (_optimisers, 1),
+    "cross entropy": (_cross_entropy, 0.5),
+    "losses": (_losses, 1.5),
+    "sgd": (_sgd, 0.5),
+    "adam": (_adam, 0.5),
 }
-#: What ``fastcnn train``'s LeNet needs (plus ``batchnorm`` with ``--batchnorm``).
-LENET = ("conv first layer", "conv direct", "pool", "activations", "linear", "losses", "optimisers")
+#: What a step of ``fastcnn train``'s LeNet compiles (its SGD; with ``--batchnorm`` and
+#: ``--optimizer adam``, add ``batchnorm`` and ``adam``).
+LENET = ("conv first layer", "conv direct", "pool 2x2", "relu", "linear", "cross entropy", "sgd")
 ALL = tuple(name for name in WORKLOADS if name != "conv first layer")  # few_taps covers it
 
 
@@ -206,41 +240,59 @@ def warmup(job_list=None, workers: int | None = None, progress: bool | None = No
     from tqdm import tqdm
 
     job_list = jobs(dtypes=DTYPES) if job_list is None else list(job_list)
+    pending = list(reversed(job_list))  # popped from the end: longest first
     workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(job_list)))
     start = time.perf_counter()
-    shares = [job_list[i::workers] for i in range(workers)]
+    logs = [tempfile.TemporaryFile("w+") for _ in range(workers)]  # a pipe could fill up
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "fastcnn.warmup", json.dumps(share)],
+            [sys.executable, "-m", "fastcnn.warmup"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=log,
             text=True,
         )
-        for share in shares
+        for log in logs
     ]
     reports: queue.SimpleQueue = queue.SimpleQueue()
 
     def read(proc):  # one reader thread per worker: their lines come in any order
         for line in proc.stdout:
-            reports.put(line)
-        reports.put(None)
+            reports.put((proc, line))
+        reports.put((proc, None))
 
-    readers = [threading.Thread(target=read, args=(proc,), daemon=True) for proc in procs]
-    for reader in readers:
-        reader.start()
+    def hand_out(proc):  # the next job to a worker that is free, or the end of its work
+        try:
+            if pending:
+                proc.stdin.write(json.dumps(pending.pop()) + "\n")
+                proc.stdin.flush()
+            else:
+                proc.stdin.close()
+        except OSError:
+            pass  # the worker died: its reader reports the end, wait() its status
+
+    for proc in procs:
+        threading.Thread(target=read, args=(proc,), daemon=True).start()
+        hand_out(proc)
     disable = None if progress is None else not progress
+    done = 0
     with tqdm(total=len(job_list), desc="compiling kernels", unit="job", disable=disable) as bar:
         running = len(procs)
         while running:
-            line = reports.get()
+            proc, line = reports.get()
             if line is None:
                 running -= 1
             elif line.startswith("done "):
+                done += 1
                 bar.set_postfix_str(line[5:].strip())
                 bar.update(1)
-    errors = [proc.stderr.read() for proc in procs if proc.wait() != 0]
-    if errors:
-        raise RuntimeError(f"warmup: a worker failed:\n{errors[0][-2000:]}")
+                hand_out(proc)
+    failed = [log for proc, log in zip(procs, logs, strict=True) if proc.wait() != 0]
+    if failed:
+        failed[0].seek(0)
+        raise RuntimeError(f"warmup: a worker failed:\n{failed[0].read()[-2000:]}")
+    if done < len(job_list):
+        raise RuntimeError(f"warmup: the workers ended after {done} of {len(job_list)} jobs")
     try:
         stamp = _stamp(job_list)
         if stamp is not None:
@@ -250,12 +302,14 @@ def warmup(job_list=None, workers: int | None = None, progress: bool | None = No
     return time.perf_counter() - start
 
 
-def _work(share) -> None:
-    """In a worker process: run each ``(workload, dtype)`` of ``share``, reporting each."""
-    for name, dtype in share:
+def _work() -> None:
+    """In a worker process: run each ``[workload, dtype]`` line of stdin, reporting each
+    on stdout; the parent sends the next job when one is done."""
+    for line in sys.stdin:
+        name, dtype = json.loads(line)
         WORKLOADS[name][0](np.dtype(dtype))
         print(f"done {name} {dtype}", flush=True)
 
 
 if __name__ == "__main__":
-    _work(json.loads(sys.argv[1]))
+    _work()
