@@ -499,6 +499,12 @@ def _resume_or_start(args, checkpoint: Path | None) -> dict:
         if not checkpoint.exists():
             raise UsageError(f"--resume: no checkpoint at {checkpoint}")
         saved = train.load_checkpoint(checkpoint)["config"]
+        missing = [key for key in ("dataset", *_SETTINGS) if key not in saved]
+        if missing and not (saved.get("optimizer") == "adam" and missing == ["momentum"]):
+            raise UsageError(
+                f"--resume: {checkpoint} holds no settings of a `fastcnn train` run (no "
+                f"{', '.join(missing)}); start afresh with --overwrite"
+            )
     elif checkpoint is not None and checkpoint.exists() and not args.overwrite:
         raise ArgumentError(
             "--checkpoint-dir",
@@ -613,9 +619,9 @@ def _start_warmup(config: dict):
     from fastcnn import warmup
 
     names = list(warmup.LENET)
-    if config["batchnorm"]:
+    if config.get("batchnorm"):
         names.append("batchnorm")
-    if config["optimizer"] == "adam":
+    if config.get("optimizer") == "adam":
         names.append("adam")
     jobs = warmup.jobs(names, (TRAIN_DTYPE,))
     if not warmup.needed(jobs):

@@ -287,10 +287,15 @@ def warmup(job_list=None, workers: int | None = None, progress: bool | None = No
                 bar.set_postfix_str(line[5:].strip())
                 bar.update(1)
                 hand_out(proc)
-    failed = [log for proc, log in zip(procs, logs, strict=True) if proc.wait() != 0]
-    if failed:
-        failed[0].seek(0)
-        raise RuntimeError(f"warmup: a worker failed:\n{failed[0].read()[-2000:]}")
+    said = []
+    for proc, log in zip(procs, logs, strict=True):
+        log.seek(0)
+        text = log.read()
+        if proc.wait() != 0:
+            raise RuntimeError(f"warmup: a worker failed:\n{text[-2000:]}")
+        said += [line for line in text.splitlines() if line not in said]
+    for line in said:  # what the workers said (a damaged cache entry replaced, ...)
+        print(line, file=sys.stderr)
     if done < len(job_list):
         raise RuntimeError(f"warmup: the workers ended after {done} of {len(job_list)} jobs")
     try:
