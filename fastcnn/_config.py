@@ -21,7 +21,7 @@ JIT_OPTIONS = {
 }
 
 
-def jit(inline: bool = False):
+def jit(inline: bool = False, new_views: bool = False):
     """Return the ``numba.njit`` decorator of a fastcnn kernel.
 
     A kernel keeps its C entry point: :mod:`fastcnn._kernels.launch` calls it by address
@@ -32,6 +32,12 @@ def jit(inline: bool = False):
     own judgement, helpers with array arguments were called rather than inlined, and a
     call per row costs more than the row's work.
 
+    Such a helper only borrows its arrays, so it is compiled without reference counting
+    (``_nrt=False``): else each call counts a reference up and down on every array it
+    takes, with atomic instructions that stay after inlining, and threads sharing an
+    array (a weight) contend for its count's cache line. A helper that returns a new view
+    of an array needs the counting: ``new_views=True``.
+
     ``cache=True`` gives each kernel :class:`fastcnn._cache.RobustCache`: a damaged cache
     entry is recompiled and an unwritable cache folder means compiling in memory.
     """
@@ -39,4 +45,5 @@ def jit(inline: bool = False):
     options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}
     if inline:  # called only from other kernels: no Python or C entry points
         options.update(forceinline=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        options["_nrt"] = new_views
     return _cache.njit(**options)

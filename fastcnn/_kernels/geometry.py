@@ -60,7 +60,7 @@ def padded_channels(channels: int, dtype) -> int:
     return -(-channels // block) * block
 
 
-@jit(inline=True)
+@jit(inline=True, new_views=True)
 def padded_image(src, ph, pw, xp, vec):
     """Image ``src`` (C, H, W) as zero-padded planes, flat: ``src`` itself where there is
     no padding, else ``xp`` with the interiors copied in (its borders must be zero)."""
