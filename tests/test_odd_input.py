@@ -492,7 +492,7 @@ def test_nan_and_inf_through_a_network(training):
     assert_close(got, want, F32)
 
 
-# --- 0-D arrays and zero features -----------------------------------------------------
+# --- 0-D arrays and zero sizes --------------------------------------------------------
 
 
 ZERO_D = [
@@ -513,8 +513,13 @@ def test_zero_dimensional_input_keeps_its_shape(call):
 
 
 @pytest.mark.parametrize(
-    ("x_shape", "w_shape"), [((3, 0), (2, 0)), ((3, 4), (0, 4))], ids=["in0", "out0"]
+    ("x_shape", "w_shape"),
+    [
+        pytest.param((3, 0), (2, 0), id="no-in-features"),
+        pytest.param((3, 4), (0, 4), id="no-out-features"),
+        pytest.param((0, 2, 4), (3, 4), id="empty-leading-dims"),
+    ],
 )
-def test_linear_with_zero_features(x_shape, w_shape):
+def test_linear_with_zero_sizes(x_shape, w_shape):
     x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
-    np.testing.assert_array_equal(F.linear(x, w), R.linear(x, w))
+    np.testing.assert_array_equal(F.linear(x, w), R.linear(x, w), strict=True)
