@@ -331,39 +331,6 @@ def test_loss_backward_before_forward_is_an_error(loss_fn):
         loss_fn.backward()
 
 
-@pytest.mark.parametrize(
-    "layout",
-    [
-        pytest.param("empty-batch", id="empty-batch"),
-        pytest.param("fortran", id="fortran"),
-        pytest.param("strided", id="strided"),
-        pytest.param("read-only", id="read-only"),
-    ],
-)
-def test_odd_but_valid_inputs_flow_through_a_net(layout):
-    """Empty batches, Fortran-ordered, strided and read-only inputs give the results of a
-    plain C-contiguous copy (or empty results)."""
-    base = _x("randn", (2, 1, 12, 12), F32)
-    x = {
-        "empty-batch": base[:0, :, :6, :6],
-        "fortran": np.asfortranarray(base[:, :, :6, :6]),
-        "strided": base[:, :, ::2, ::2],
-        "read-only": base[:, :, :6, :6].copy(),
-    }[layout]
-    x.flags.writeable = layout != "read-only"
-    results = []
-    for inp in (x, np.ascontiguousarray(x)):
-        net = UNBATCHED["net"][0]()
-        y = net(inp)
-        results.append((y, net.backward(np.ones_like(y)), [p.grad for p in net.parameters()]))
-    (y, gx, grads), (y_ref, gx_ref, grads_ref) = results
-    assert y.shape == (x.shape[0], 3) and gx.shape == x.shape
-    assert_close(y, y_ref, F32)
-    assert_close(gx, gx_ref, F32)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        assert_close(g, g_ref, F32)
-
-
 # --- unbatched samples and single-sample paths ------------------------------------------
 
 UNBATCHED = {

@@ -374,7 +374,8 @@ def test_empty_batch(call, outcome, module):
 
 def test_empty_batch_through_the_layers():
     """A network maps an empty batch to an empty output in evaluation (training batch norm
-    has no statistics to use: a ValueError), and the loss refuses an empty batch."""
+    has no statistics to use: a ValueError), and the loss refuses an empty batch. Without
+    batch norm it trains on one: an empty input gradient, zero parameter gradients."""
     net = _net()
     with pytest.raises(ValueError, match="more than one value per channel"):
         net(_e(0, 1, 6, 6))
@@ -383,6 +384,12 @@ def test_empty_batch_through_the_layers():
     assert out.shape == (0, 3) and out.dtype == F32
     with pytest.raises(ValueError, match="at least one row"):
         nn.CrossEntropyLoss()(out, np.zeros(0, np.int64))
+    no_bn = nn.Sequential(*(layer for i, layer in enumerate(_net()) if i != 1))
+    out = no_bn(_e(0, 1, 6, 6))
+    grad_x = no_bn.backward(np.ones_like(out))
+    assert out.shape == (0, 3) and grad_x.shape == (0, 1, 6, 6) and grad_x.dtype == F32
+    for p in no_bn.parameters():
+        np.testing.assert_array_equal(p.grad, np.zeros_like(p.data), strict=True)
 
 
 # --- huge logits ---------------------------------------------------------------------
