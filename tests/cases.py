@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fastcnn import _threads
+from fastcnn._kernels.geometry import channel_block
 
 # Kernels are checked with one thread and with all of them (the ``threads`` fixture of
 # conftest.py; Hypothesis tests draw from the same two counts).
@@ -137,6 +138,15 @@ CONV_CASES = [
     pytest.param(_conv((4, 1, 28, 28), (8, 1, 3, 3)), id="mnist-like"),
     pytest.param(_conv((0, 2, 5, 5), (3, 2, 3, 3), padding=1), id="empty-batch"),
 ]
+
+
+def channel_counts(dtype) -> list[int]:
+    """Channel counts that take every path of the direct conv kernels in ``dtype`` (float32's
+    for any other dtype): small counts, one and two whole channel blocks (two SIMD vectors:
+    :func:`fastcnn._kernels.geometry.channel_block`, 16 float32 or 8 float64 channels with
+    AVX2, 32 or 16 with AVX-512) and one either side of a block."""
+    block = channel_block(np.float64 if np.dtype(dtype) == np.float64 else np.float32)
+    return sorted({1, 2, 3, block - 1, block, block + 1, 2 * block})
 
 
 def conv_out_shape(case) -> tuple[int, int, int, int]:
