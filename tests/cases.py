@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fastcnn import _threads
-from fastcnn._kernels.geometry import channel_block
+from fastcnn._kernels.geometry import channel_block, lanes
 
 # Kernels are checked with one thread and with all of them (the ``threads`` fixture of
 # conftest.py; Hypothesis tests draw from the same two counts).
@@ -205,6 +205,14 @@ POOL_CASES = [
     pytest.param(_pool((1, 2, 9, 70), 2, values="ties"), id="ties-2x2-wide-rows"),
     pytest.param(_pool((0, 2, 6, 6), 2), id="empty-batch"),
 ]
+
+
+def row_lengths(dtype) -> list[int]:
+    """Output row lengths that take every path of the 2x2 max-pool kernel in ``dtype``: rows
+    shorter than, as long as and longer than a 16-byte vector and a native one
+    (:func:`fastcnn._kernels.geometry.lanes`), and more than two native vectors."""
+    half, lane = 16 // np.dtype(dtype).itemsize, lanes(dtype)
+    return sorted({1, half - 1, half, half + 1, lane - 1, lane, lane + 1, 2 * lane + 1})
 
 
 def pool_out_shape(case) -> tuple[int, int, int, int]:

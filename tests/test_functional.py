@@ -30,6 +30,7 @@ from cases import (
     pool_input,
     pool_kwargs,
     randn,
+    row_lengths,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,7 +39,7 @@ import fastcnn
 from fastcnn import functional as F
 from fastcnn import reference as R
 
-HYPOTHESIS = settings(max_examples=12, deadline=None)
+HYPOTHESIS = settings(max_examples=30, deadline=None)
 
 
 def assert_same(actual, expected):
@@ -70,31 +71,48 @@ def test_max_pool2d(case, dtype, threads):
     check_pool(pool_input(case, dtype, make_rng(0)), pool_kwargs(case))
 
 
-@HYPOTHESIS
-@given(
-    n=st.integers(1, 3),
-    c=st.integers(1, 3),
-    h=st.integers(1, 9),
-    w=st.integers(1, 9),
-    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    p=st.tuples(st.integers(0, 2), st.integers(0, 2)),
-    ties=st.booleans(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    n_threads=st.sampled_from([1, MAX_THREADS]),
-)
-def test_max_pool2d_hypothesis(n, c, h, w, k, s, p, ties, dtype, n_threads):
-    p = (min(p[0], k[0] // 2), min(p[1], k[1] // 2))
-    if h + 2 * p[0] < k[0] or w + 2 * p[1] < k[1]:
-        return  # rejected by the checks; test_bad_input covers that
-    rng = make_rng(n * 1000 + h * 10 + w)
-    values = "ties" if ties else "distinct"
-    x = pool_input({"x_shape": (n, c, h, w), "values": values}, dtype, rng)
-    fastcnn.set_num_threads(n_threads)
-    try:
-        check_pool(x, {"kernel_size": k, "stride": s, "padding": p})
-    finally:
-        fastcnn.set_num_threads(MAX_THREADS)
+@st.composite
+def pool_problems(draw):
+    """An input and keyword arguments of a valid max-pool: half the draws take the 2x2
+    stride-2 kernel (SIMD along output rows) with rows of ``cases.row_lengths`` (shorter
+    than, as long as and longer than a vector), half any window, stride and padding."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    if draw(st.booleans()):
+        kwargs = {"kernel_size": 2, "stride": 2, "padding": 0}
+        h = 2 * draw(st.integers(1, 3)) + draw(st.integers(0, 1))
+        w = 2 * draw(st.sampled_from(row_lengths(dtype))) + draw(st.integers(0, 1))
+    else:
+        k = draw(st.tuples(st.integers(1, 4), st.integers(1, 4)))
+        p = draw(st.tuples(st.integers(0, k[0] // 2), st.integers(0, k[1] // 2)))
+        s = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+        kwargs = {"kernel_size": k, "stride": s, "padding": p}
+        h = draw(st.integers(max(1, k[0] - 2 * p[0]), 9))  # the window fits
+        w = draw(st.integers(max(1, k[1] - 2 * p[1]), 9))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w)
+    values = draw(st.sampled_from(["ties", "distinct"]))
+    x = pool_input({"x_shape": shape, "values": values}, dtype, make_rng(draw(st.integers(0, 99))))
+    return x, kwargs
+
+
+def test_max_pool2d_hypothesis():
+    """Hypothesis-drawn max-pools give the reference's results, with one thread and all of
+    them, and the draws run both the 2x2 kernel and the general one."""
+    ran = set()
+
+    @HYPOTHESIS
+    @given(problem=pool_problems(), n_threads=st.sampled_from([1, MAX_THREADS]))
+    def check(problem, n_threads):
+        x, kwargs = problem
+        window = [np.broadcast_to(kwargs[key], 2).tolist() for key in kwargs]
+        ran.add("2x2" if window == [[2, 2], [2, 2], [0, 0]] else "any window")
+        fastcnn.set_num_threads(n_threads)
+        try:
+            check_pool(x, kwargs)
+        finally:
+            fastcnn.set_num_threads(MAX_THREADS)
+
+    check()
+    assert ran == {"2x2", "any window"}
 
 
 @SPECIAL_VALUES
