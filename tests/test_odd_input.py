@@ -372,6 +372,29 @@ def test_empty_batch(call, outcome, module):
         np.testing.assert_array_equal(got, want)  # zeros where a sum over the batch
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="library bug: max_pool2d pools a plane of zero width when the padding lets a "
+    "window fit, giving index 0, outside the plane, which max_pool2d_backward refuses "
+    "(torch refuses such input)",
+)
+@pytest.mark.parametrize(
+    "module", [pytest.param(F, id="functional"), pytest.param(R, id="reference")]
+)
+def test_max_pool2d_of_an_empty_plane_is_refused_or_round_trips(module):
+    """Either max_pool2d refuses a plane of no pixels, or its indices go back through
+    max_pool2d_backward (found by test_fuzz.py's test_layers, with MaxPool2d)."""
+    x = _e(1, 1, 1, 0)
+    try:
+        y, indices = module.max_pool2d(x, 2, None, 1)
+    except ValueError as e:
+        assert str(e).startswith("max_pool2d: ")
+        return
+    grad_x = module.max_pool2d_backward(np.ones_like(y), indices, x.shape)
+    assert grad_x.shape == x.shape
+
+
 def test_empty_batch_through_the_layers():
     """A network maps an empty batch to an empty output in evaluation (training batch norm
     has no statistics to use: a ValueError), and the loss refuses an empty batch. Without
