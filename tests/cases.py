@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fastcnn import _threads
+from fastcnn._kernels.geometry import channel_block, lanes
 
 # Kernels are checked with one thread and with all of them (the ``threads`` fixture of
 # conftest.py; Hypothesis tests draw from the same two counts).
@@ -139,6 +140,15 @@ CONV_CASES = [
 ]
 
 
+def channel_counts(dtype) -> list[int]:
+    """Channel counts that take every path of the direct conv kernels in ``dtype`` (float32's
+    for any other dtype): small counts, one and two whole channel blocks (two SIMD vectors:
+    :func:`fastcnn._kernels.geometry.channel_block`, 16 float32 or 8 float64 channels with
+    AVX2, 32 or 16 with AVX-512) and one either side of a block."""
+    block = channel_block(np.float64 if np.dtype(dtype) == np.float64 else np.float32)
+    return sorted({1, 2, 3, block - 1, block, block + 1, 2 * block})
+
+
 def conv_out_shape(case) -> tuple[int, int, int, int]:
     """Output shape ``(N, K, OH, OW)`` of a conv case."""
     n, _, h, w = case["x_shape"]
@@ -195,6 +205,14 @@ POOL_CASES = [
     pytest.param(_pool((1, 2, 9, 70), 2, values="ties"), id="ties-2x2-wide-rows"),
     pytest.param(_pool((0, 2, 6, 6), 2), id="empty-batch"),
 ]
+
+
+def row_lengths(dtype) -> list[int]:
+    """Output row lengths that take every path of the 2x2 max-pool kernel in ``dtype``: rows
+    shorter than, as long as and longer than a 16-byte vector and a native one
+    (:func:`fastcnn._kernels.geometry.lanes`), and more than two native vectors."""
+    half, lane = 16 // np.dtype(dtype).itemsize, lanes(dtype)
+    return sorted({1, half - 1, half, half + 1, lane - 1, lane, lane + 1, 2 * lane + 1})
 
 
 def pool_out_shape(case) -> tuple[int, int, int, int]:

@@ -24,20 +24,24 @@ from cases import (
     MAX_THREADS,
     SPECIAL_VALUES,
     assert_close,
+    channel_counts,
     conv_inputs,
     conv_kwargs,
     make_rng,
     randn,
 )
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fastcnn
+from fastcnn import _checks
 from fastcnn import functional as F
 from fastcnn import reference as R
 from fastcnn._kernels import conv as conv_kernels
+from fastcnn._kernels import plan
+from fastcnn._kernels.geometry import channel_block
 
-HYPOTHESIS = settings(max_examples=15, deadline=None)
+HYPOTHESIS = settings(max_examples=40, deadline=None)
 
 
 def atol_for(dtype, terms: int):
@@ -86,41 +90,65 @@ def test_conv_ops_match_reference(case, dtype, threads):
     check_conv(x, weight, bias, grad_out, conv_kwargs(case))
 
 
-@HYPOTHESIS
-@given(
-    n=st.integers(0, 3),
-    c=st.integers(1, 4),
-    k=st.integers(1, 4),
-    h=st.integers(1, 10),
-    w=st.integers(1, 10),
-    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
-    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    bias=st.booleans(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    n_threads=st.sampled_from([1, MAX_THREADS]),
-)
-def test_conv_ops_hypothesis(
-    n, c, k, h, w, kernel, stride, padding, dilation, bias, dtype, n_threads
-):
+@st.composite
+def conv_problems(draw):
+    """Arrays and keyword arguments of a valid convolution, for every kernel of the plan:
+    half the draws have few taps (C*KH*KW <= plan.FEW_TAPS, mostly at stride 1, where the
+    few_taps kernel runs), half take channel counts of ``cases.channel_counts`` (small,
+    whole channel blocks of the direct kernels and a block +- 1) for C and K; output
+    sizes from one pixel to several pixel blocks, batches of 0 to 2 images."""
+    dtype = draw(st.sampled_from([np.dtype(np.float32), np.dtype(np.float64)]))
+    counts = st.sampled_from(channel_counts(dtype))
+    k = draw(counts)
+    if draw(st.booleans()):
+        c, kh = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        kernel = (kh, draw(st.integers(1, min(3, plan.FEW_TAPS // (c * kh)))))
+        stride = draw(st.sampled_from([(1, 1), (1, 1), (2, 1), (2, 3)]))
+    else:
+        c = draw(counts)
+        kernel = draw(st.tuples(st.integers(1, 4), st.integers(1, 4)))
+        stride = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    padding = draw(st.tuples(st.integers(0, 2), st.integers(0, 2)))
+    dilation = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
     reach = [d * (kk - 1) + 1 for d, kk in zip(dilation, kernel, strict=True)]
-    if h + 2 * padding[0] < reach[0] or w + 2 * padding[1] < reach[1]:
-        return  # rejected by the checks; test_bad_input covers that
+    h = draw(st.integers(max(1, reach[0] - 2 * padding[0]), reach[0] + 6))  # the kernel fits
+    w = draw(st.integers(max(1, reach[1] - 2 * padding[1]), reach[1] + 6))
     case = {
-        "x_shape": (n, c, h, w),
+        "x_shape": (draw(st.integers(0, 2)), c, h, w),
         "w_shape": (k, c, *kernel),
         "stride": stride,
         "padding": padding,
         "dilation": dilation,
-        "bias": bias,
+        "bias": draw(st.booleans()),
     }
-    x, weight, b, grad_out = conv_inputs(case, dtype, make_rng(n + 10 * h + 100 * w))
-    fastcnn.set_num_threads(n_threads)
-    try:
-        check_conv(x, weight, b, grad_out, conv_kwargs(case))
-    finally:
-        fastcnn.set_num_threads(MAX_THREADS)
+    x, weight, bias, grad_out = conv_inputs(case, dtype, make_rng(draw(st.integers(0, 2**32 - 1))))
+    return x, weight, bias, grad_out, conv_kwargs(case)
+
+
+def test_conv_ops_hypothesis():
+    """Hypothesis-drawn convolutions give the reference's results, with one thread and all
+    of them, and the draws run every kernel of the plan for every op."""
+    ran = set()
+
+    @HYPOTHESIS
+    @given(problem=conv_problems(), n_threads=st.sampled_from([1, MAX_THREADS]))
+    def check(problem, n_threads):
+        x, weight, bias, grad_out, kwargs = problem
+        g = _checks.conv2d_args(x, weight, bias, **kwargs)
+        block = channel_block(x.dtype)
+        for op, blocked in (("forward", g.k), ("grad_input", g.c), ("grad_weight", g.k)):
+            kernel = plan.choose(op, g).kernel
+            event(f"{x.dtype} {op} {kernel}, channels % block: {blocked % block}")
+            if g.n:
+                ran.add((op, kernel))
+        fastcnn.set_num_threads(n_threads)
+        try:
+            check_conv(x, weight, bias, grad_out, kwargs)
+        finally:
+            fastcnn.set_num_threads(MAX_THREADS)
+
+    check()
+    assert ran == {(op, kernel) for op in plan.OPS for kernel in plan.KERNELS}
 
 
 @pytest.mark.parametrize(
@@ -181,50 +209,6 @@ def test_conv_nan_inf_propagate_like_the_reference(kwargs, dtype, threads):
     y = F.conv2d(zeros, weight_inf, None, padding=1)
     assert_close(y, R.conv2d(zeros, weight_inf, None, padding=1), dtype)
     assert np.isnan(y).any()
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_conv_empty_batch(dtype, threads):
-    """N = 0: empty outputs, and zero weight and bias gradients."""
-    x = np.zeros((0, 2, 5, 5), dtype)
-    weight = randn(make_rng(5), (3, 2, 3, 3), dtype)
-    grad_out = np.zeros((0, 3, 3, 3), dtype)
-    assert F.conv2d(x, weight).shape == (0, 3, 3, 3)
-    assert F.conv2d_grad_input(x.shape, weight, grad_out).shape == x.shape
-    gw = F.conv2d_grad_weight(x, weight.shape, grad_out)
-    assert gw.dtype == dtype
-    np.testing.assert_array_equal(gw, np.zeros(weight.shape, dtype))
-    np.testing.assert_array_equal(F.conv2d_grad_bias(grad_out), np.zeros(3, dtype))
-
-
-def _layouts(a):
-    """The same values as a strided view, a Fortran-ordered copy and a read-only array."""
-    doubled = np.repeat(a, 2, axis=-1)[..., ::2]
-    fortran = np.asfortranarray(a)
-    readonly = a.copy()
-    readonly.flags.writeable = False
-    return {"strided": doubled, "fortran": fortran, "readonly": readonly}
-
-
-@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly"])
-def test_conv_any_layout_gives_the_contiguous_result(layout):
-    rng = make_rng(6)
-    x = randn(rng, (2, 3, 7, 6), np.float32)
-    weight = randn(rng, (4, 3, 3, 3), np.float32)
-    bias = randn(rng, 4, np.float32)
-    grad_out = randn(rng, (2, 4, 7, 6), np.float32)
-    kw = {"padding": 1}
-    xl, wl, bl, gl = (_layouts(a)[layout] for a in (x, weight, bias, grad_out))
-    np.testing.assert_array_equal(F.conv2d(xl, wl, bl, **kw), F.conv2d(x, weight, bias, **kw))
-    np.testing.assert_array_equal(
-        F.conv2d_grad_input(x.shape, wl, gl, **kw),
-        F.conv2d_grad_input(x.shape, weight, grad_out, **kw),
-    )
-    np.testing.assert_array_equal(
-        F.conv2d_grad_weight(xl, weight.shape, gl, **kw),
-        F.conv2d_grad_weight(x, weight.shape, grad_out, **kw),
-    )
-    np.testing.assert_array_equal(F.conv2d_grad_bias(gl), F.conv2d_grad_bias(grad_out))
 
 
 def test_conv_from_several_python_threads():

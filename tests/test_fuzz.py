@@ -9,9 +9,10 @@ same fuzzers in a child process and checks it exits normally, not by a signal. A
 run (``FASTCNN_BOUNDSCHECK_FUZZ=1``) repeats them with Numba's bounds checks compiled into
 every kernel, so an out-of-bounds index raises instead of reading or writing memory.
 
-Sizes are tiny (so each example costs microseconds) and include 0; each parameter is
-mostly valid and sometimes nonsense (0, negative, bool, float, string, 3-tuple, None), so
-every check of :mod:`fastcnn._checks` is reached and so is every kernel.
+Sizes are tiny (so each example costs microseconds) and include 0; conv channel counts
+are small or around the direct kernels' channel blocks (``cases.channel_counts``); each
+parameter is mostly valid and sometimes nonsense (0, negative, bool, float, string,
+3-tuple, None), so every check of :mod:`fastcnn._checks` is reached and so is every kernel.
 ``FASTCNN_FUZZ_EXAMPLES`` sets the number of examples per function (default 30).
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cases import assert_close
+from cases import assert_close, channel_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -180,7 +181,9 @@ def conv_problems(draw):
     """Arrays and keyword arguments for the conv family, valid or not."""
     make = Arrays(draw(st.integers(0, 2**32 - 1)))
     dtype = draw(float_dtype())
-    n, c, k = draw(st.integers(0, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 3))
+    counts = channel_counts(dtype)  # small, and around the direct kernels' channel blocks
+    n, c = draw(st.integers(0, 3)), draw(st.sampled_from(counts))
+    k = draw(st.sampled_from([0, *counts]))
     h, w = draw(st.integers(0, 7)), draw(st.integers(0, 7))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     kwargs = {
@@ -417,11 +420,11 @@ LAYER_KINDS = ["Conv2d", "MaxPool2d", "BatchNorm2d", "Linear", "ReLU", "Sigmoid"
 def layer_problems(draw):
     """A layer with random (sometimes nonsense) settings and an input of random rank."""
     kind = draw(st.sampled_from(LAYER_KINDS))
-    c, f = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    c, f = draw(st.sampled_from(channel_counts(F32))), draw(st.integers(1, 4))
     settings_ = {
         "Conv2d": lambda: {
             "in_channels": c,
-            "out_channels": draw(st.integers(1, 3)),
+            "out_channels": draw(st.sampled_from(channel_counts(F32))),
             "kernel_size": draw(int_or_pair(1, 3)),
             "stride": draw(int_or_pair(1, 2)),
             "padding": draw(int_or_pair(0, 2)),

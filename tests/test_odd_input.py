@@ -372,9 +372,33 @@ def test_empty_batch(call, outcome, module):
         np.testing.assert_array_equal(got, want)  # zeros where a sum over the batch
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="library bug: max_pool2d pools a plane of zero width when the padding lets a "
+    "window fit, giving index 0, outside the plane, which max_pool2d_backward refuses "
+    "(torch refuses such input)",
+)
+@pytest.mark.parametrize(
+    "module", [pytest.param(F, id="functional"), pytest.param(R, id="reference")]
+)
+def test_max_pool2d_of_an_empty_plane_is_refused_or_round_trips(module):
+    """Either max_pool2d refuses a plane of no pixels, or its indices go back through
+    max_pool2d_backward (found by test_fuzz.py's test_layers, with MaxPool2d)."""
+    x = _e(1, 1, 1, 0)
+    try:
+        y, indices = module.max_pool2d(x, 2, None, 1)
+    except ValueError as e:
+        assert str(e).startswith("max_pool2d: ")
+        return
+    grad_x = module.max_pool2d_backward(np.ones_like(y), indices, x.shape)
+    assert grad_x.shape == x.shape
+
+
 def test_empty_batch_through_the_layers():
     """A network maps an empty batch to an empty output in evaluation (training batch norm
-    has no statistics to use: a ValueError), and the loss refuses an empty batch."""
+    has no statistics to use: a ValueError), and the loss refuses an empty batch. Without
+    batch norm it trains on one: an empty input gradient, zero parameter gradients."""
     net = _net()
     with pytest.raises(ValueError, match="more than one value per channel"):
         net(_e(0, 1, 6, 6))
@@ -383,6 +407,12 @@ def test_empty_batch_through_the_layers():
     assert out.shape == (0, 3) and out.dtype == F32
     with pytest.raises(ValueError, match="at least one row"):
         nn.CrossEntropyLoss()(out, np.zeros(0, np.int64))
+    no_bn = nn.Sequential(*(layer for i, layer in enumerate(_net()) if i != 1))
+    out = no_bn(_e(0, 1, 6, 6))
+    grad_x = no_bn.backward(np.ones_like(out))
+    assert out.shape == (0, 3) and grad_x.shape == (0, 1, 6, 6) and grad_x.dtype == F32
+    for p in no_bn.parameters():
+        np.testing.assert_array_equal(p.grad, np.zeros_like(p.data), strict=True)
 
 
 # --- huge logits ---------------------------------------------------------------------
@@ -492,7 +522,7 @@ def test_nan_and_inf_through_a_network(training):
     assert_close(got, want, F32)
 
 
-# --- 0-D arrays and zero features -----------------------------------------------------
+# --- 0-D arrays and zero sizes --------------------------------------------------------
 
 
 ZERO_D = [
@@ -513,8 +543,13 @@ def test_zero_dimensional_input_keeps_its_shape(call):
 
 
 @pytest.mark.parametrize(
-    ("x_shape", "w_shape"), [((3, 0), (2, 0)), ((3, 4), (0, 4))], ids=["in0", "out0"]
+    ("x_shape", "w_shape"),
+    [
+        pytest.param((3, 0), (2, 0), id="no-in-features"),
+        pytest.param((3, 4), (0, 4), id="no-out-features"),
+        pytest.param((0, 2, 4), (3, 4), id="empty-leading-dims"),
+    ],
 )
-def test_linear_with_zero_features(x_shape, w_shape):
+def test_linear_with_zero_sizes(x_shape, w_shape):
     x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
-    np.testing.assert_array_equal(F.linear(x, w), R.linear(x, w))
+    np.testing.assert_array_equal(F.linear(x, w), R.linear(x, w), strict=True)
