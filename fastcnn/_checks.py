@@ -275,6 +275,8 @@ def max_pool2d_args(x, kernel_size, stride, padding) -> PoolGeometry:
             f"{op}: padding must be at most half of kernel_size {(kh, kw)}, got {(ph, pw)}"
         )
     n, c, h, w = x.shape
+    if h == 0 or w == 0:  # as torch: a window would hold padding only
+        raise ValueError(f"{op}: x must have planes of at least one pixel, got {h}x{w}")
     oh = _out_size(h, kh, sh, ph, 1)
     ow = _out_size(w, kw, sw, pw, 1)
     if oh < 1 or ow < 1:
