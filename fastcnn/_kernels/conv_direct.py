@@ -120,6 +120,13 @@ def _add(dst, o0, o1, o2, o3, o4, o5, acc, vec):
 
 
 @jit(inline=True)
+def _tile(src, i0, j0, stride, dst, dst_stride, vec):
+    """The square tile of :func:`_transpose` at row ``i0``, column ``j0`` of ``src``."""
+    tile = vtranspose(vload_rows(src, i0 * stride + j0, stride, vec))
+    vstore_rows(dst, j0 * dst_stride + i0, dst_stride, tile, lanes(src, vec))
+
+
+@jit(inline=True)
 def _transpose(src, rows, cols, stride, dst, dst_stride, vec):
     """``dst[j*dst_stride + i] = src[i*stride + j]`` for ``i < rows, j < cols``: in square
     tiles of ``lanes`` (:func:`fastcnn._kernels.simd.vtranspose`) where both fit, element by
@@ -127,12 +134,16 @@ def _transpose(src, rows, cols, stride, dst, dst_stride, vec):
     would compile a copy of the helper for each value.)"""
     n = lanes(src, vec)
     rows_whole, cols_whole = rows - rows % n, cols - cols % n
-    # Along dst's rows first: a tile's rows are often 4 KiB apart (the same L1 set), and
-    # finishing their cache lines before the next tile's rows keeps them from evicting.
-    for j0 in range(0, cols_whole, n):
+    # Tiles run along the rows of whichever side has them further apart (often 4 KiB: one
+    # L1 set), finishing those rows' cache lines before the next tile's rows evict them.
+    if dst_stride > stride:
+        for j0 in range(0, cols_whole, n):
+            for i0 in range(0, rows_whole, n):
+                _tile(src, i0, j0, stride, dst, dst_stride, vec)
+    else:
         for i0 in range(0, rows_whole, n):
-            tile = vtranspose(vload_rows(src, i0 * stride + j0, stride, vec))
-            vstore_rows(dst, j0 * dst_stride + i0, dst_stride, tile, n)
+            for j0 in range(0, cols_whole, n):
+                _tile(src, i0, j0, stride, dst, dst_stride, vec)
     for j in range(cols_whole, cols):
         for i in range(rows_whole):
             dst[j * dst_stride + i] = src[i * stride + j]
