@@ -121,6 +121,15 @@ def _linear(dtype):
     layer.backward(_rand(rng, (64, 100), dtype))
 
 
+def _linear_one_sample(dtype):
+    from fastcnn import nn
+
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(400, 100, rng=rng, dtype=dtype)
+    layer(_rand(rng, (400,), dtype))
+    layer.backward(_rand(rng, (100,), dtype))
+
+
 def _cross_entropy(dtype):
     import fastcnn.functional as F
 
@@ -174,6 +183,7 @@ WORKLOADS = {
     "relu": (_relu, 0.5),
     "sigmoid": (_sigmoid, 0.5),
     "linear": (_linear, 2),
+    "linear, one sample": (_linear_one_sample, 1),
     "cross entropy": (_cross_entropy, 0.5),
     "losses": (_losses, 1.5),
     "sgd": (_sgd, 0.5),

@@ -135,3 +135,57 @@ def test_product_accumulates_into_its_output(depth, n, dtype, threads):
     want = out.astype(np.float64) + a.astype(np.float64) @ b
     gemm.product(a, b, out, accumulate=True)
     assert_close(out, want, dtype, atol=_atol(dtype, depth + 1))
+
+
+@pytest.mark.parametrize("into_w", [False, True], ids=["into-grad", "into-w"])
+@pytest.mark.parametrize("n", _columns())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_outer_update_reads_w_before_it_steps(into_w, n, dtype, threads):
+    """``c += scale * outer(g, x)`` and ``grad_x = g @ w`` in one pass: into a separate
+    gradient (the Linear layer) and into ``w`` itself (compat's Dense), where ``grad_x``
+    must use the rows from before the step; and without ``grad_x``."""
+    rng = make_rng(9)
+    g, x, w = randn(rng, 13, dtype), randn(rng, n, dtype), randn(rng, (13, n), dtype)
+    c = w if into_w else randn(rng, (13, n), dtype)
+    want_c = c.astype(np.float64) - 0.5 * np.outer(g, x)
+    want_grad_x = g.astype(np.float64) @ w
+    grad_x = np.full(n, np.nan, dtype)
+    gemm.outer_update(g, x, c, -0.5, w, grad_x)
+    assert_close(grad_x, want_grad_x, dtype, atol=_atol(dtype, 13))
+    assert_close(c, want_c, dtype, atol=_atol(dtype, 2))
+    gemm.outer_update(g, x, c, 0.5)
+    assert_close(c, want_c + 0.5 * np.outer(g, x), dtype, atol=_atol(dtype, 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_outer_update_in_parts_matches_one_part(dtype):
+    """A product big enough to split over threads gives the bits of one thread."""
+    rng = make_rng(10)
+    m, n = 40, 2 * gemm.GRAIN // 40 + 37
+    g, x, w = randn(rng, m, dtype), randn(rng, n, dtype), randn(rng, (m, n), dtype)
+    results = []
+    for count in (1, MAX_THREADS):
+        fastcnn.set_num_threads(count)
+        c, grad_x = w.copy(), np.empty(n, dtype)
+        gemm.outer_update(g, x, c, 1.0, c, grad_x)
+        results.append((c, grad_x))
+    fastcnn.set_num_threads(MAX_THREADS)
+    for a, b in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_close(results[0][1], g.astype(np.float64) @ w, dtype, atol=_atol(dtype, m))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_row_backward_into_a_strided_gradient(dtype):
+    """A weight gradient that the kernel cannot write in place (a user's strided array)
+    still gets the outer product added."""
+    rng = make_rng(11)
+    layer = nn.Linear(20, 6, rng=rng, dtype=dtype)
+    start = randn(rng, (6, 40), dtype)
+    layer.weight.grad = start[:, ::2]
+    x, g = randn(rng, 20, dtype), randn(rng, 6, dtype)
+    want = start[:, ::2].astype(np.float64) + np.outer(g, x)
+    layer(x)
+    gx = layer.backward(g)
+    assert_close(layer.weight.grad, want, dtype, atol=_atol(dtype, 2))
+    assert_close(gx, g.astype(np.float64) @ layer.weight.data, dtype, atol=_atol(dtype, 6))

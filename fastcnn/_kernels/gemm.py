@@ -10,6 +10,9 @@
   of ``b`` (12 accumulators, the 3 of ``b`` and one of ``a`` in registers: 16, AVX2's
   count), per step 7 vector loads and 12 multiply-adds, then each accumulator's lanes are
   summed. No transposed copy of the weight is needed.
+- :func:`outer_update`, ``c (M, N) += s * g (M,) x (N,)`` and ``g @ w`` beside it: the
+  backward of a dense layer on one sample, row by row in one pass over the weights,
+  where a (M, 1) x (1, N) :func:`product` would stream ``c`` once per block of columns.
 
 Each output element is one sum in a fixed order, and big products are split over
 threads by blocks of columns of ``c`` (:mod:`fastcnn._threads`), each part owning its
@@ -27,6 +30,7 @@ from fastcnn._kernels.simd import (
     lanes,
     token,
     vbroadcast,
+    vfill,
     vfma,
     vload,
     vstore,
@@ -127,6 +131,57 @@ def _product(part, block0, block1, a, row_step, col_step, b, c, accumulate, vec)
             vstore(cf, i4 * n + j0 + lane, a41)
             vstore(cf, i5 * n + j0, a50)
             vstore(cf, i5 * n + j0 + lane, a51)
+
+
+def outer_update(g, x, c, scale, w=None, grad_x=None) -> None:
+    """``c (M, N) += scale * outer(g (M,), x (N,))``; first, if ``grad_x`` (N,) is given,
+    ``grad_x = g @ w`` with ``w`` (M, N) as it was before the update (``w`` may be ``c``).
+    ``c`` and ``w`` C-contiguous and writeable, all of one float dtype; ``scale`` a
+    Python float."""
+    g, x = (np.require(a, c.dtype, "CW") for a in (g, x))
+    m, n = c.shape
+    need_grad = grad_x is not None
+    if m == 0 or n == 0:
+        if need_grad:
+            grad_x[...] = 0
+        return
+    blocks = -(-n // (VECTOR_BYTES // c.itemsize))
+    count = _threads.parts(blocks, m * n, GRAIN)
+    w, grad_x = (w, grad_x) if need_grad else (c, x)  # unused stand-ins: one specialisation
+    vec = token(VECTOR_BYTES)
+    _threads.run(_outer_update, count, blocks, g, x, c, float(scale), w, grad_x, need_grad, vec)
+
+
+@jit()
+def _outer_update(part, block0, block1, g, x, c, scale, w, grad_x, need_grad, vec):
+    """For the columns of vector blocks ``block0 .. block1-1``: ``grad_x[j] = sum_i g[i] *
+    w[i, j]`` (if ``need_grad``) and ``c[i, j] += scale * g[i] * x[j]``, both in one pass
+    over the rows."""
+    m, n = c.shape
+    cf, wf = c.reshape(-1), w.reshape(-1)
+    lane = lanes(cf, vec)
+    j0, j1 = block0 * lane, min(n, block1 * lane)
+    whole = j0 + (j1 - j0) // lane * lane
+    if need_grad:
+        grad_x[j0:j1] = 0
+    for i in range(m):
+        row = i * n
+        step = cf.dtype.type(scale) * g[i]
+        sv = vfill(cf, step, vec)
+        if need_grad:  # w's row read before c's is written: w may be c
+            gi = vfill(cf, g[i], vec)
+            for j in range(j0, whole, lane):
+                wv, cv = vload(wf, row + j, vec), vload(cf, row + j, vec)
+                vstore(grad_x, j, vfma(gi, wv, vload(grad_x, j, vec)))
+                vstore(cf, row + j, vfma(sv, vload(x, j, vec), cv))
+            for j in range(whole, j1):
+                grad_x[j] += g[i] * wf[row + j]
+                cf[row + j] += step * x[j]
+        else:
+            for j in range(j0, whole, lane):
+                vstore(cf, row + j, vfma(sv, vload(x, j, vec), vload(cf, row + j, vec)))
+            for j in range(whole, j1):
+                cf[row + j] += step * x[j]
 
 
 def dots(a, b, out) -> None:

@@ -49,12 +49,24 @@ _EPS = {
 }
 
 
+def _bounds(a: np.ndarray):
+    """``(min, max)`` of a non-empty array; a NaN makes them NaN or leaves them out.
+
+    The tutorials' targets and predictions are a few values: as a Python list, twice as
+    fast as two NumPy reductions, which matters once per sample.
+    """
+    if a.size > 64:
+        return a.min(), a.max()
+    values = a.ravel().tolist()
+    return min(values), max(values)
+
+
 def _bce_args(y_true, y_pred, op: str):
     """Checked ``(y_true, y_pred clipped to [eps, 1 - eps])``."""
     true, pred = _pair(y_true, y_pred, op)
     ranges = []
     for name, a in (("y_true", true), ("y_pred", pred)):
-        lo, hi = a.min(), a.max()
+        lo, hi = _bounds(a)
         if lo < 0 or hi > 1:  # NaN compares False and passes, as in the tutorial's formula
             raise ValueError(
                 f"{op}: {name} must lie in [0, 1], got values in [{np.nanmin(a)}, "
@@ -75,7 +87,7 @@ def binary_cross_entropy(y_true, y_pred):
     y_pred))``, a NumPy scalar; ``y_pred`` is clipped to ``[eps, 1 - eps]`` (``eps`` the
     dtype's machine epsilon). Values outside [0, 1] are a ``ValueError``."""
     true, pred = _bce_args(y_true, y_pred, "binary_cross_entropy")
-    return np.mean(-true * np.log(pred) - (1 - true) * np.log(1 - pred))
+    return (-true * np.log(pred) - (1 - true) * np.log(1 - pred)).sum() / pred.size
 
 
 def binary_cross_entropy_prime(y_true, y_pred) -> np.ndarray:

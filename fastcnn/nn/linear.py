@@ -25,8 +25,8 @@ class Linear(Module):
     Shapes: input (..., in_features), including one sample (in_features,); output
     (..., out_features). Parameters ``weight`` (out_features, in_features), ``bias``
     (out_features,). One row (a sample, or a batch of one) takes a matrix-vector path:
-    BLAS ``dot`` forward and for the input gradient, and an outer product into a buffer
-    the layer keeps for the weight gradient.
+    BLAS ``dot`` forward; backward, the outer product added to the weight gradient in the
+    same pass over the weights as the input gradient.
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
@@ -91,16 +91,22 @@ class Linear(Module):
         return grad_x.reshape(x.shape)
 
     def _backward_row(self, x, grad_out, need_input_grad):
-        """Backward of one row: the weight gradient an outer product added in one pass (not
-        a (n, 1) x (1, m) GEMM), the input gradient a vector-matrix product."""
-        g, xv = grad_out.reshape(-1), x.reshape(-1)
-        self._add_weight_grad(g.reshape(-1, 1), xv.reshape(1, -1))
+        """Backward of one row in one pass over the weights: the weight gradient an outer
+        product added in place (not a (n, 1) x (1, m) GEMM), beside the input gradient
+        ``grad_out @ weight``."""
+        g = np.ascontiguousarray(grad_out.reshape(-1))
+        xv = np.ascontiguousarray(x.reshape(-1))
+        grad_x = np.empty(x.shape, x.dtype) if need_input_grad else None
+        flat_grad_x = None if grad_x is None else grad_x.reshape(-1)
+        grad = self.weight.grad
+        if grad.flags.c_contiguous and grad.flags.writeable:
+            gemm.outer_update(g, xv, grad, 1.0, self.weight.data, flat_grad_x)
+        else:
+            self._scratch_w[...] = 0
+            gemm.outer_update(g, xv, self._scratch_w, 1.0, self.weight.data, flat_grad_x)
+            grad += self._scratch_w
         if self.bias is not None:
             self.bias.grad += g
-        if not need_input_grad:
-            return None
-        grad_x = np.empty(x.shape, x.dtype)
-        np.dot(g, self.weight.data, out=grad_x.reshape(-1))
         return grad_x
 
     def _add_weight_grad(self, a, b) -> None:
