@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastcnn._subprocess import module_command
+
 DTYPES = ("float32", "float64")
 
 
@@ -256,7 +258,7 @@ def warmup(job_list=None, workers: int | None = None, progress: bool | None = No
     logs = [tempfile.TemporaryFile("w+") for _ in range(workers)]  # a pipe could fill up
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "fastcnn.warmup"],
+            module_command("fastcnn.warmup"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -11,7 +11,9 @@ import textwrap
 
 import pytest
 
+import fastcnn
 from fastcnn import cli, warmup
+from fastcnn._subprocess import module_command
 
 STEP = textwrap.dedent(
     """
@@ -87,3 +89,18 @@ def test_cli_warmup_options(capsys):
         cli.main(["warmup", "--for", "everything"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_workers_import_this_fastcnn_not_the_working_directory(tmp_path, monkeypatch):
+    """Run from a folder holding another ``fastcnn`` (a source checkout beside the
+    installed package, as the README's commands do), the workers import the parent's
+    fastcnn: else they compile into a cache the parent never reads."""
+    decoy = tmp_path / "fastcnn"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy fastcnn')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    warmup.warmup([("relu", "float32")], workers=1, progress=False)
+    info = subprocess.run(module_command("fastcnn", "info"), capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr[-2000:]
+    assert f"fastcnn:      {fastcnn.__version__}" in info.stdout

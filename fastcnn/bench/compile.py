@@ -21,11 +21,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
 
+from fastcnn._subprocess import module_command
 from fastcnn.bench import workloads
 
 PREFIX = "fastcnn."  # the dispatchers reported under their own name
@@ -168,14 +168,14 @@ def first_calls(selected, threads: int | None = None) -> dict:
 
 def _run_child(cases, threads: int, cache: str) -> dict:
     """:func:`first_calls` of ``cases`` in a fresh process whose Numba cache is ``cache``."""
-    command = [sys.executable, "-m", "fastcnn.bench", "--first-calls", f"--threads={threads}"]
+    command = module_command("fastcnn.bench", "--first-calls", f"--threads={threads}")
     command += [f"--preset={name}" for name in dict.fromkeys(c.preset for c in cases)]
     command += [f"--case={case}" for case in cases]
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         error = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"the measuring process failed ({' '.join(command[2:])}): {error}")
+        raise RuntimeError(f"the measuring process failed ({' '.join(command[3:])}): {error}")
     return json.loads(done.stdout.splitlines()[-1])
 
 

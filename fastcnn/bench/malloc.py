@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from fastcnn import _malloc
+from fastcnn._subprocess import module_command
 from fastcnn.bench.report import geomean
 
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
@@ -57,7 +57,7 @@ def run_modes(args) -> int:
             env |= MALLOC_MODES[mode]
             print(f"=== --malloc {mode}: a fresh process", flush=True)
             path = Path(tmp, f"{mode}.json")
-            command = [sys.executable, "-m", "fastcnn.bench", *argv, f"--json={path}"]
+            command = module_command("fastcnn.bench", *argv, f"--json={path}")
             code = subprocess.run(command, env=env).returncode
             if code:
                 return code

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastcnn._subprocess import module_command
 from fastcnn.bench import presets, workloads
 
 STEP_WARMUP, STEP_COUNT = 3, 10
@@ -76,7 +77,7 @@ def measure_memory(names, threads: int, impls) -> list[dict]:
             if not sys.platform.startswith("linux"):
                 entry[impl] = {"unavailable": "needs Linux's /proc/self/clear_refs"}
                 continue
-            command = [sys.executable, "-m", "fastcnn.bench", f"--step-memory={impl}"]
+            command = module_command("fastcnn.bench", f"--step-memory={impl}")
             command += [f"--threads={threads}", f"--preset={case.preset}"]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
