@@ -189,3 +189,15 @@ def test_linear_row_backward_into_a_strided_gradient(dtype):
     gx = layer.backward(g)
     assert_close(layer.weight.grad, want, dtype, atol=_atol(dtype, 2))
     assert_close(gx, g.astype(np.float64) @ layer.weight.data, dtype, atol=_atol(dtype, 6))
+
+
+def test_linear_row_backward_from_a_strided_weight():
+    """A weight a user replaced by a strided view still gives the input gradient."""
+    rng = make_rng(12)
+    layer = nn.Linear(20, 6, rng=rng, dtype=np.float64)
+    layer.weight.data = randn(rng, (6, 40), np.float64)[:, ::2]
+    x, g = randn(rng, 20, np.float64), randn(rng, 6, np.float64)
+    layer(x)
+    gx = layer.backward(g)
+    np.testing.assert_allclose(gx, g @ layer.weight.data, rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, np.outer(g, x), rtol=1e-12)

@@ -136,11 +136,13 @@ def _product(part, block0, block1, a, row_step, col_step, b, c, accumulate, vec)
 def outer_update(g, x, c, scale, w=None, grad_x=None) -> None:
     """``c (M, N) += scale * outer(g (M,), x (N,))``; first, if ``grad_x`` (N,) is given,
     ``grad_x = g @ w`` with ``w`` (M, N) as it was before the update (``w`` may be ``c``).
-    ``c`` and ``w`` C-contiguous and writeable, all of one float dtype; ``scale`` a
+    ``c`` and ``grad_x`` C-contiguous and writeable, all of one float dtype; ``scale`` a
     Python float."""
     g, x = (np.require(a, c.dtype, "CW") for a in (g, x))
     m, n = c.shape
     need_grad = grad_x is not None
+    if need_grad and not w.flags.c_contiguous:  # a user's strided weight: read a copy
+        w = np.ascontiguousarray(w)
     if m == 0 or n == 0:
         if need_grad:
             grad_x[...] = 0

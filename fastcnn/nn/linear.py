@@ -94,8 +94,7 @@ class Linear(Module):
         """Backward of one row in one pass over the weights: the weight gradient an outer
         product added in place (not a (n, 1) x (1, m) GEMM), beside the input gradient
         ``grad_out @ weight``."""
-        g = np.ascontiguousarray(grad_out.reshape(-1))
-        xv = np.ascontiguousarray(x.reshape(-1))
+        g, xv = grad_out.reshape(-1), x.reshape(-1)
         grad_x = np.empty(x.shape, x.dtype) if need_input_grad else None
         flat_grad_x = None if grad_x is None else grad_x.reshape(-1)
         grad = self.weight.grad
