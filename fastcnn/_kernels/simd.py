@@ -460,9 +460,9 @@ def vcopy(src, s, dst, d, n, width):
     vstore(dst, d + last, vload(src, s + last, width))
 
 
-# AVX2's masked stores (vmaskmovps, vpmaskmovq) are microcoded on AMD Zen 1 to 3; AVX-512's
-# are single instructions. Where they are slow, kernels store the last elements of a run
-# one at a time or narrow their vectors (benchmarks/RESULTS.md).
+# AVX2's masked stores (vmaskmovps, vpmaskmovq) are microcoded, and slow, on some CPUs;
+# AVX-512's are single instructions. Without AVX-512, kernels store the last elements of a
+# run one at a time or narrow their vectors (benchmarks/RESULTS.md has the CPUs).
 SLOW_MASKED_STORES = VECTOR_BYTES < 64
 
 
