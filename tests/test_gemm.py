@@ -175,19 +175,21 @@ def test_outer_update_in_parts_matches_one_part(dtype):
     assert_close(results[0][1], g.astype(np.float64) @ w, dtype, atol=_atol(dtype, m))
 
 
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["one-row", "batch"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_linear_row_backward_into_a_strided_gradient(dtype):
-    """A weight gradient that the kernel cannot write in place (a user's strided array)
-    still gets the outer product added."""
+def test_linear_backward_into_a_strided_gradient(batch, dtype):
+    """A weight gradient that the kernels cannot write in place (a user's strided array)
+    still gets this call's gradient added, on one row and on a batch."""
     rng = make_rng(11)
     layer = nn.Linear(20, 6, rng=rng, dtype=dtype)
     start = randn(rng, (6, 40), dtype)
     layer.weight.grad = start[:, ::2]
-    x, g = randn(rng, 20, dtype), randn(rng, 6, dtype)
-    want = start[:, ::2].astype(np.float64) + np.outer(g, x)
+    x, g = randn(rng, (*batch, 20), dtype), randn(rng, (*batch, 6), dtype)
+    g2, x2 = g.reshape(-1, 6).astype(np.float64), x.reshape(-1, 20).astype(np.float64)
+    want = start[:, ::2].astype(np.float64) + g2.T @ x2
     layer(x)
     gx = layer.backward(g)
-    assert_close(layer.weight.grad, want, dtype, atol=_atol(dtype, 2))
+    assert_close(layer.weight.grad, want, dtype, atol=_atol(dtype, 4))
     assert_close(gx, g.astype(np.float64) @ layer.weight.data, dtype, atol=_atol(dtype, 6))
 
 

@@ -81,7 +81,7 @@ class Linear(Module):
             return self._backward_row(x, grad_out, need_input_grad)
         g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
-        self._add_weight_grad(g2.T, x2)
+        self._add_weight_grad(lambda into: gemm.product(g2.T, x2, into, accumulate=True))
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
         if not need_input_grad:
@@ -97,25 +97,23 @@ class Linear(Module):
         g, xv = grad_out.reshape(-1), x.reshape(-1)
         grad_x = np.empty(x.shape, x.dtype) if need_input_grad else None
         flat_grad_x = None if grad_x is None else grad_x.reshape(-1)
-        grad = self.weight.grad
-        if grad.flags.c_contiguous and grad.flags.writeable:
-            gemm.outer_update(g, xv, grad, 1.0, self.weight.data, flat_grad_x)
-        else:
-            self._scratch_w[...] = 0
-            gemm.outer_update(g, xv, self._scratch_w, 1.0, self.weight.data, flat_grad_x)
-            grad += self._scratch_w
+        self._add_weight_grad(
+            lambda into: gemm.outer_update(g, xv, into, 1.0, self.weight.data, flat_grad_x)
+        )
         if self.bias is not None:
             self.bias.grad += g
         return grad_x
 
-    def _add_weight_grad(self, a, b) -> None:
-        """``weight.grad += a @ b``: straight into the gradient, or through the layer's
-        reused buffer if the gradient array is not one the kernel can write."""
+    def _add_weight_grad(self, add) -> None:
+        """Add this call's weight gradient with ``add(into)``, a kernel that adds it to the
+        array ``into``: straight into ``weight.grad``, or, if that is not an array the
+        kernels can write, into the layer's reused buffer, zeroed, then added from there."""
         grad = self.weight.grad
         if grad.flags.c_contiguous and grad.flags.writeable:
-            gemm.product(a, b, grad, accumulate=True)
+            add(grad)
             return
-        gemm.product(a, b, self._scratch_w)
+        self._scratch_w[...] = 0
+        add(self._scratch_w)
         grad += self._scratch_w
 
     def extra_repr(self) -> str:
