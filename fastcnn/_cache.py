@@ -31,6 +31,7 @@ import threading
 import numba
 from numba.core import caching, config
 from numba.core.dispatcher import Dispatcher
+from numba.core.registry import CPUDispatcher
 from numba.misc.appdirs import AppDirs
 
 __all__ = ["RobustCache", "cache_root", "describe", "njit"]
@@ -181,18 +182,33 @@ def _make_cache(py_func) -> caching._Cache:
         return _InMemory(_unwritable_reason(py_func.__code__.co_filename))
 
 
+class NativeOnly(CPUDispatcher):
+    """A function compiled without a Python entry point (``no_cpython_wrapper``), which
+    Numba would call from Python as if it had one, crashing the interpreter: it raises
+    ``TypeError`` instead. Kernels are run by :func:`fastcnn._threads.run`."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self.py_func.__qualname__} has no Python entry point: run a kernel with "
+            "fastcnn._threads.run; helpers are called from kernels only"
+        )
+
+
 def njit(**options):
     """``numba.njit(**options)``, except that ``cache=True`` gives the kernel a
-    :class:`RobustCache` (or compiles in memory when no cache location is writable)."""
+    :class:`RobustCache` (or compiles in memory when no cache location is writable), and
+    a function without a Python entry point is a :class:`NativeOnly`."""
     cache = options.pop("cache", False)
+    native_only = options.get("no_cpython_wrapper", False)
     decorate = numba.njit(**options)
-    if not cache:
-        return decorate
 
     def decorator(func):
         dispatcher = decorate(func)
         if isinstance(dispatcher, Dispatcher):  # not under NUMBA_DISABLE_JIT
-            dispatcher._cache = _make_cache(dispatcher.py_func)
+            if cache:
+                dispatcher._cache = _make_cache(dispatcher.py_func)
+            if native_only:
+                dispatcher.__class__ = NativeOnly
         return dispatcher
 
     return decorator

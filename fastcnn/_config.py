@@ -21,18 +21,25 @@ JIT_OPTIONS = {
 }
 
 
-def jit(inline: bool = False, new_views: bool = False):
-    """Return the ``numba.njit`` decorator of a fastcnn kernel.
+def jit(inline: bool = False, call: bool = False, python: bool = False, new_views: bool = False):
+    """Return the ``numba.njit`` decorator of a fastcnn function, by how it is called:
 
-    A kernel keeps its C entry point: :mod:`fastcnn._kernels.launch` calls it by address
-    on Numba's threads. ``inline=True`` is for small helpers called in hot loops: Numba
-    compiles the helper once (per signature) and LLVM inlines it into every caller
-    (``forceinline``). Inlined by Numba instead (``inline="always"``), a helper is typed
-    again inside each caller, which made compiling several times slower; left to LLVM's
-    own judgement, helpers with array arguments were called rather than inlined, and a
-    call per row costs more than the row's work.
+    - ``jit()``: a kernel, run by :func:`fastcnn._threads.run`. :mod:`fastcnn._kernels.launch`
+      calls its native code by address, so it has neither of Numba's entry points (a Python
+      wrapper that unboxes arguments, a C wrapper): each would carry a copy of the kernel's
+      body through LLVM, at a third of its compile time. Called from Python, it raises.
+    - ``jit(inline=True)``: a small helper of hot loops. Numba compiles it once (per
+      signature) and LLVM inlines it into every caller (``forceinline``). Inlined by Numba
+      instead (``inline="always"``), a helper is typed again inside each caller, which made
+      compiling several times slower; left to LLVM's own judgement, helpers with array
+      arguments were called rather than inlined, and a call per row costs more than the
+      row's work.
+    - ``jit(call=True)``: a helper that runs once per image or band (a copy, a transpose),
+      left to LLVM to call: inlined into a kernel's loop nest, its loops made LLVM's loop
+      analyses over the whole nest much slower, for a call that costs nothing.
+    - ``jit(python=True)``: called from Python (the launcher, a small sum).
 
-    Such a helper only borrows its arrays, so it is compiled without reference counting
+    Helpers only borrow their arrays, so they are compiled without reference counting
     (``_nrt=False``): else each call counts a reference up and down on every array it
     takes, with atomic instructions that stay after inlining, and threads sharing an
     array (a weight) contend for its count's cache line. A helper that returns a new view
@@ -41,9 +48,14 @@ def jit(inline: bool = False, new_views: bool = False):
     ``cache=True`` gives each kernel :class:`fastcnn._cache.RobustCache`: a damaged cache
     entry is recompiled and an unwritable cache folder means compiling in memory.
     """
+    if inline + call + python > 1:
+        raise ValueError("jit: at most one of inline, call and python")
     # Numba wants a mutable set (a frozenset is rejected at compile time).
     options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}
-    if inline:  # called only from other kernels: no Python or C entry points
-        options.update(forceinline=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+    if not python:
+        options.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+    if inline or call:
         options["_nrt"] = new_views
+    if inline:
+        options["forceinline"] = True
     return _cache.njit(**options)

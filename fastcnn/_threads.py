@@ -85,14 +85,11 @@ def run(kernel, count: int, n: int, *args) -> None:
     """Call ``kernel(part, start, stop, *args)`` for ``count`` contiguous parts of
     ``range(n)`` (:func:`bounds`) at once, then return. ``kernel`` is a fastcnn kernel
     (:func:`fastcnn._config.jit`); ``count`` from :func:`parts`."""
-    if count == 1:  # on this thread: no launch, no thread woken
-        kernel(0, 0, n, *args)
-        return
     from fastcnn._kernels import launch
 
     if not _started:
         _start(launch)
-    if _serialise:
+    if _serialise and count > 1:  # one part runs on this thread, waking none
         with _launch_lock:
             launch.launch(kernel, count, n, args, count)
     else:

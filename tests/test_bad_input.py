@@ -79,13 +79,14 @@ def _tripwire(label, real):
 def tripwires(monkeypatch):
     """Replace every kernel entry point by a tripwire; armed for the test's duration.
 
-    Covers the functions of ``fastcnn._kernels.*`` (drivers and dispatchers) and any name
-    another fastcnn module imported from there.
+    Covers the Python functions of ``fastcnn._kernels.*`` (the drivers, and
+    ``launch.launch``, through which every kernel runs) and any name another fastcnn
+    module imported from there. Numba dispatchers stay: they are run through
+    ``launch.launch``, never called from Python.
     """
     for mod in _kernel_modules():
-        # A kernel called from inside other kernels stays: they resolve it as a global
-        # when they compile, and a Python tripwire there would fail their compilation.
-        # The kernels that call it are wired, so a run still trips.
+        # What kernels call stays (intrinsics, helpers): they resolve it as a global when
+        # they compile, and a Python tripwire there would fail their compilation.
         inner = {
             name
             for obj in vars(mod).values()
@@ -93,13 +94,17 @@ def tripwires(monkeypatch):
             for name in obj.py_func.__code__.co_names
         }
         for attr, obj in list(vars(mod).items()):
-            if _origin(obj).startswith("fastcnn._kernels") and attr not in inner:
+            if (
+                _origin(obj).startswith("fastcnn._kernels")
+                and not hasattr(obj, "py_func")
+                and attr not in inner
+            ):
                 monkeypatch.setattr(mod, attr, _tripwire(f"{mod.__name__}.{attr}", obj))
     for modname, mod in list(sys.modules.items()):
         if not modname.startswith("fastcnn.") or modname.startswith("fastcnn._kernels"):
             continue
         for attr, obj in list(vars(mod).items()):
-            if _origin(obj).startswith("fastcnn._kernels"):
+            if _origin(obj).startswith("fastcnn._kernels") and not hasattr(obj, "py_func"):
                 monkeypatch.setattr(mod, attr, _tripwire(f"{modname}.{attr}", obj))
     _kernel_calls.clear()
     _armed[0] = True

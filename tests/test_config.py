@@ -16,11 +16,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from numba.core.dispatcher import Dispatcher
 
 from fastcnn import _config
-from fastcnn._cache import RobustCache
+from fastcnn._cache import NativeOnly, RobustCache
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastcnn"
 KERNEL_MODULES = sorted(
@@ -67,6 +68,9 @@ def _numba_decorators(tree):
     return bad
 
 
+CALLED_FROM_PYTHON = {"_launch", "_ordered_sum"}  # jit(python=True)
+
+
 @pytest.mark.parametrize("path", KERNEL_MODULES, ids=[p.stem for p in KERNEL_MODULES])
 def test_kernel_modules_use_the_shared_decorator(path):
     bad = _numba_decorators(ast.parse(path.read_text(), filename=str(path)))
@@ -94,6 +98,9 @@ def test_no_fastmath_outside_config():
             assert "fastmath" not in path.read_text(), path
 
 
+CALLED_FROM_PYTHON = {"_launch", "_ordered_sum"}  # jit(python=True)
+
+
 @pytest.mark.parametrize("path", KERNEL_MODULES, ids=[p.stem for p in KERNEL_MODULES])
 def test_every_kernel_is_built_with_the_shared_options(path):
     module = importlib.import_module(f"fastcnn._kernels.{path.stem}")
@@ -106,10 +113,10 @@ def test_every_kernel_is_built_with_the_shared_options(path):
         assert options["nogil"] is True, name
         assert options["error_model"] == "numpy", name
         assert isinstance(kernel._cache, RobustCache), f"{name} is not cached"
-        if options.get("forceinline"):  # a helper, inlined by LLVM into kernels only
-            assert options["no_cpython_wrapper"] and options["no_cfunc_wrapper"], name
-        else:  # a kernel, which fastcnn._kernels.launch calls by its C entry point
-            assert not options.get("no_cfunc_wrapper"), name
+        if options.get("no_cpython_wrapper"):  # a kernel, run by its native code, or a helper
+            assert options["no_cfunc_wrapper"] and isinstance(kernel, NativeOnly), name
+        else:
+            assert name in CALLED_FROM_PYTHON, name
 
 
 def test_import_fastcnn_does_not_import_numba():
@@ -149,3 +156,12 @@ def test_float32_kernels_compute_in_float32(tmp_path):
     lines = proc.stdout.split("\n")
     assert [line for line in lines if line.endswith("True")] == []
     assert len([line for line in lines if line.endswith("False")]) == 4
+
+
+def test_a_kernel_called_from_python_raises_instead_of_crashing():
+    """Kernels have no Python entry point; Numba would call one as if they had."""
+    from fastcnn._kernels import activation
+
+    x = np.ones(8, np.float32)
+    with pytest.raises(TypeError, match="_relu has no Python entry point"):
+        activation._relu(0, 0, 8, x, x)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from cases import DTYPES, make_rng, randn
 
+from fastcnn import _threads
 from fastcnn import reference as R
 from fastcnn._config import jit
 from fastcnn._kernels import pool as pool_kernels
@@ -39,7 +40,7 @@ from fastcnn._kernels.simd import (
 )
 
 
-@jit()
+@jit(python=True)
 def _axpy_blocks(a, x, y, out, vec):
     """out[i] = a[0] * x[i] + y[i], a vector at a time, through every intrinsic."""
     lane = lanes(x, vec)
@@ -63,7 +64,7 @@ def test_simd_intrinsics(dtype, nbytes):
     np.testing.assert_array_equal(out, want)
 
 
-@jit()
+@jit(python=True)
 def _gather(a, idx):
     out = np.empty(idx.size, a.dtype)
     for i in range(idx.size):
@@ -80,7 +81,7 @@ def test_load_reads_one_element_of_any_number_type(dtype):
         _gather(a.reshape(1, 7), idx)
 
 
-@jit()
+@jit(python=True)
 def _deinterleave_and_keep_max(a, b, vec):
     """Evens and odds of a[:2*lanes], and the running maximum over the rows of b (lanes
     wide) tagged with the row number."""
@@ -118,7 +119,7 @@ def test_vdeinterleave_and_vkeep_max(dtype, nbytes):
     np.testing.assert_array_equal(got[3, :4], [3, 2, 0, 1][:lane])
 
 
-@jit()
+@jit(python=True)
 def _offsets(out, offsets, n, base, step, vec):
     vstore_offsets_head(out, 1, vload(offsets, 0, vec), n, base, step)
 
@@ -150,14 +151,15 @@ def test_max_pool_2x2_at_every_width(dtype, nbytes):
         want_y, want_i = R.max_pool2d(x, 2)
         y, idx = np.empty_like(want_y), np.empty(want_i.shape, np.int64)
         oh, ow = want_y.shape[2:]
-        pool_kernels._max_pool_2x2(
-            0, 0, 6, x.reshape(6, 5, w), y.reshape(6, oh, ow), idx.reshape(6, oh, ow), token(nbytes)
-        )
+        _threads.run(
+            pool_kernels._max_pool_2x2,
+            1, 6, x.reshape(6, 5, w), y.reshape(6, oh, ow), idx.reshape(6, oh, ow), token(nbytes),
+        )  # fmt: skip
         np.testing.assert_array_equal(y, want_y, err_msg=f"W={w}")
         np.testing.assert_array_equal(idx, want_i, err_msg=f"W={w}")
 
 
-@jit()
+@jit(python=True)
 def _sums(a, vec):
     lane = lanes(a, vec)
     out = np.empty(a.size // lane, a.dtype)
@@ -179,12 +181,12 @@ def test_vsum_adds_the_lanes_pairwise(dtype, nbytes):
     np.testing.assert_array_equal(_sums(a, token(nbytes)), want[:, 0])
 
 
-@jit()
+@jit(python=True)
 def _copy(src, s, dst, d, n, vec):
     vcopy(src, s, dst, d, n, vec)
 
 
-@jit()
+@jit(python=True)
 def _centred_sums(a, ma, b, mb, s, n, vec):
     return centred_sums(a, ma, b, mb, s, n, vec)
 
@@ -204,17 +206,17 @@ def test_vcopy_copies_exactly_the_run(dtype, nbytes):
         np.testing.assert_array_equal(dst, want)
 
 
-@jit()
+@jit(python=True)
 def _add_run(src, s, dst, d, n, vec, scalar_tail):
     vadd_run(src, s, dst, d, n, vec, scalar_tail)
 
 
-@jit()
+@jit(python=True)
 def _add_run_default(src, s, dst, d, n, vec):
     vadd_run(src, s, dst, d, n, vec)
 
 
-@jit()
+@jit(python=True)
 def _heads(src, s, dst, d, n, vec):
     vstore_head(dst, d, vload_head(src, s, n, vec), n)
 
@@ -249,7 +251,7 @@ def test_masked_loads_stores_and_vadd_run(dtype, nbytes):
         np.testing.assert_array_equal(end, want)
 
 
-@jit()
+@jit(python=True)
 def _transpose_tile(src, i, stride, dst, d, dstride, n, vec):
     vstore_rows(dst, d, dstride, vtranspose(vload_rows(src, i, stride, vec)), n)
 
@@ -271,7 +273,7 @@ def test_tiles_transpose_exactly(dtype, nbytes):
         np.testing.assert_array_equal(dst, want)
 
 
-@jit()
+@jit(python=True)
 def _lanewise_ops(x, y, value, out, vec):
     lane = lanes(x, vec)
     for i in range(0, x.size, lane):
@@ -341,7 +343,7 @@ def test_centred_sums(dtype, nbytes):
 
 
 def test_simd_rejects_other_types():
-    @jit()
+    @jit(python=True)
     def load(a, vec):
         return vload(a, 0, vec)
 

@@ -5,20 +5,24 @@ range of its work (images, planes, channels, elements); ``part`` picks its rows 
 scratch. :func:`launch` calls it for ``parts`` contiguous parts of ``range(n)`` through
 the threading layer's ``numba_parallel_for`` (the entry point Numba's own parallel loops
 use), with a trampoline of a few LLVM instructions that reads a part's index and calls
-the kernel's compiled code by address.
+the kernel's compiled code by address; one part runs on the calling thread, without
+waking the pool.
 
 Why not ``prange`` in each kernel: Numba's parallel-loop passes compile a kernel's body
 two to three times over, which made the first call of a convolution cost many seconds.
 Here each kernel compiles once, serially, and :func:`launch` compiles once per argument
-signature, in a fraction of a second. A launch costs a few microseconds, as a parallel
-loop does: the OpenMP workers wait, spinning, for the next one.
+signature, in a fraction of a second. The trampoline calls the kernel's native code, so
+a kernel needs neither of Numba's entry points (a Python wrapper that unboxes its
+arguments, a C wrapper), each of which would carry a copy of the kernel's body into
+LLVM. A launch costs a few microseconds, as a parallel loop does: the OpenMP workers
+wait, spinning, for the next one.
 """
 
 from __future__ import annotations
 
 import numba
 from llvmlite import ir
-from numba import types
+from numba import _dispatcher, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.ufunc import parallel as _parallel
@@ -57,11 +61,13 @@ def _trampoline(context, module, frame_type, argtypes):
     start = builder.sdiv(builder.mul(part, n), parts)
     stop = builder.sdiv(builder.mul(builder.add(part, _I64(1)), n), parts)
     rest = [builder.extract_value(kernel_args, i) for i in range(len(argtypes))]
-    kernel_type = ir.FunctionType(
-        context.get_value_type(types.none),
-        [_I64] * 3 + [context.get_value_type(t) for t in argtypes],
+    signature = [types.int64] * 3 + list(argtypes)
+    kernel_type = context.call_conv.get_function_type(types.none, signature)
+    kernel = builder.inttoptr(address, kernel_type.as_pointer())
+    # A kernel raises nothing (no bounds checks, NumPy's error model): no status to read.
+    context.call_conv.call_function(
+        builder, kernel, types.none, signature, [part, start, stop, *rest]
     )
-    builder.call(builder.inttoptr(address, kernel_type.as_pointer()), [part, start, stop, *rest])
     builder.ret_void()
     return fn
 
@@ -86,17 +92,21 @@ def _parallel_for(typingctx, address, parts, n, args, threads):
         steps = cgutils.alloca_once_value(builder, _I64(1))
         fnty = ir.FunctionType(ir.VoidType(), [_BYTES] * 5 + [_I64] * 3)
         parallel_for = cgutils.get_or_insert_function(builder.module, fnty, "numba_parallel_for")
-        pointers = [trampoline, index, dims, steps, frame]
-        builder.call(
-            parallel_for,
-            [builder.bitcast(p, _BYTES) for p in pointers] + [_I64(0), _I64(1), threads],
-        )
+        with builder.if_else(builder.icmp_signed("==", parts, _I64(1))) as (one, many):
+            with one:  # part 0 (index NULL + 0) on this thread
+                builder.call(trampoline, [index, dims, steps, builder.bitcast(frame, _BYTES)])
+            with many:
+                pointers = [trampoline, index, dims, steps, frame]
+                builder.call(
+                    parallel_for,
+                    [builder.bitcast(p, _BYTES) for p in pointers] + [_I64(0), _I64(1), threads],
+                )
         return context.get_dummy_value()
 
     return types.none(address, parts, n, args, threads), codegen
 
 
-@jit()
+@jit(python=True)
 def _launch(address, parts, n, args, threads):
     _parallel_for(address, parts, n, args, threads)
 
@@ -104,30 +114,24 @@ def _launch(address, parts, n, args, threads):
 _addresses: dict = {}
 
 
-def _key(value):
-    # What Numba's type of an argument depends on, cheaply: enough to tell our calls apart.
-    if hasattr(value, "dtype") and hasattr(value, "flags"):
-        return (value.dtype.num, value.ndim, value.flags.c_contiguous, value.flags.writeable)
-    if isinstance(value, tuple):
-        return (tuple, len(value))
-    return type(value)
-
-
 def address(kernel, args: tuple) -> int:
-    """The address of ``kernel``'s compiled code (its C wrapper) for ``(part, start, stop,
-    *args)``, compiling or loading it from Numba's cache the first time."""
-    key = (kernel, tuple(map(_key, args)))
+    """The address of ``kernel``'s native code for ``(part, start, stop, *args)``,
+    compiling or loading it from Numba's cache the first time."""
+    # The fingerprint is what Numba's dispatchers key their own type lookups on: the
+    # types of the arguments, in a fraction of a microsecond.
+    key = (kernel, _dispatcher.compute_fingerprint(args))
     found = _addresses.get(key)
     if found is None:
         sig = (types.int64,) * 3 + tuple(numba.typeof(a) for a in args)
         kernel.compile(sig)
         result = kernel.overloads[sig]
-        found = result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+        found = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
         _addresses[key] = found
     return found
 
 
 def launch(kernel, parts: int, n: int, args: tuple, threads: int) -> None:
     """Call ``kernel(part, start, stop, *args)`` for ``parts`` contiguous parts of
-    ``range(n)``, on up to ``threads`` threads of Numba's pool; returns when all are done."""
+    ``range(n)``, on up to ``threads`` threads of Numba's pool (one part: on this thread);
+    returns when all are done."""
     _launch(address(kernel, args), parts, n, args, threads)

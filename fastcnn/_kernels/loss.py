@@ -20,7 +20,7 @@ from fastcnn._config import jit
 from fastcnn._kernels.activation import exp_nonpos
 
 
-@jit()
+@jit(call=True)
 def _line_max(x, a, b):
     """Maximum of x[a, :, b], NaN if the line holds a NaN."""
     m = x[a, 0, b]
@@ -117,7 +117,7 @@ def _cross_entropy(part, i0, i1, logits, targets, grad, row_loss):
         grad[i, t] -= inv_n
 
 
-@jit()
+@jit(python=True)
 def _ordered_sum(a):
     total = 0.0
     for i in range(a.size):
