@@ -186,10 +186,10 @@ def _few_taps_forward(x, weight, bias, g, out):
     stride = hp * g.ow + -(-p // block) * block - p  # a column row, run on to whole blocks
     coff = conv_few_taps.column_offsets(g.c, g.kh, g.kw, g.dh, g.ow, stride)
     parts = _parts(g)
-    xps, colss = _planes(g, parts, dtype), _rows("conv.columns", parts, g.c * g.kw * stride, dtype)
+    colss = _rows("conv.columns", parts, g.c * g.kw * stride, dtype)
     tails = _rows("conv.tail", parts, conv_few_taps.CHANNELS * block, dtype)
     _threads.run(conv_few_taps.forward, parts, g.n, x, weight, bias, g.ph, g.pw, g.dh, g.dw, coff,
-                 out, xps, colss, stride, tails, token(VECTOR_BYTES))  # fmt: skip
+                 out, colss, stride, tails, token(VECTOR_BYTES))  # fmt: skip
 
 
 def _few_taps_grad_weight(x, grad_out, g, out):
@@ -199,9 +199,9 @@ def _few_taps_grad_weight(x, grad_out, g, out):
     coff = conv_few_taps.column_offsets(g.c, g.kh, g.kw, g.dh, g.ow, stride)
     parts = _parts(g)
     partials = _rows("conv.partial", parts, g.k * taps * lane, dtype)
-    xps, colss = _planes(g, parts, dtype), _rows("conv.columns", parts, g.c * g.kw * stride, dtype)
+    colss = _rows("conv.columns", parts, g.c * g.kw * stride, dtype)
     _threads.run(conv_few_taps.grad_weight, parts, g.n, x, grad_out, g.kh, g.kw, g.ph, g.pw, g.dh,
-                 g.dw, coff, partials, xps, colss, stride, token(VECTOR_BYTES))  # fmt: skip
+                 g.dw, coff, partials, colss, stride, token(VECTOR_BYTES))  # fmt: skip
     total = _sum_parts(partials)[: g.k * taps * lane]
     out.reshape(-1)[:] = total.reshape(g.k * taps, lane).sum(axis=1)
 

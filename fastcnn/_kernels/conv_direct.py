@@ -126,7 +126,7 @@ def _tile(src, i0, j0, stride, dst, dst_stride, vec):
     vstore_rows(dst, j0 * dst_stride + i0, dst_stride, tile, lanes(src, vec))
 
 
-@jit(inline=True)
+@jit(call=True)
 def _transpose(src, rows, cols, stride, dst, dst_stride, vec):
     """``dst[j*dst_stride + i] = src[i*stride + j]`` for ``i < rows, j < cols``: in square
     tiles of ``lanes`` (:func:`fastcnn._kernels.simd.vtranspose`) where both fit, element by
@@ -164,14 +164,16 @@ def forward(part, n0, n1, x, wt, bias, toff, bases, ph, pw, y, xps, bands, rows,
     (rows*KP): the pixel-major sums of a band.
     """
     xp, band = xps[part], bands[part]
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
     k, p = y.shape[1], y.shape[2] * y.shape[3]
     kp, taps = bias.size, toff.size
     lane = lanes(wt, vec)
     last = p - 1
-    yf = y.reshape(-1)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    xb = xf if ph == 0 and pw == 0 else xp
     xp[:] = 0
     for b in range(n0, n1):
-        xb = padded_image(x[b], ph, pw, xp, vec)
+        image = padded_image(xf, b, c, h, w, ph, pw, xp, vec)
         for start in range(0, p, rows):
             stop = min(p, start + rows)
             # The band's blocks run over the taps in chunks whose weights stay in L1, their
@@ -180,11 +182,13 @@ def forward(part, n0, n1, x, wt, bias, toff, bases, ph, pw, y, xps, bands, rows,
                 r1 = min(taps, r0 + chunk)
                 for p0 in range(start, stop, PIXELS):
                     d = (p0 - start) * kp
-                    o0 = load(bases, p0)
+                    o0 = image + load(bases, p0)
                     # A short last block repeats its last pixel into band rows never read.
-                    o1, o2 = load(bases, min(p0 + 1, last)), load(bases, min(p0 + 2, last))
-                    o3, o4 = load(bases, min(p0 + 3, last)), load(bases, min(p0 + 4, last))
-                    o5 = load(bases, min(p0 + 5, last))
+                    o1 = image + load(bases, min(p0 + 1, last))
+                    o2 = image + load(bases, min(p0 + 2, last))
+                    o3 = image + load(bases, min(p0 + 3, last))
+                    o4 = image + load(bases, min(p0 + 4, last))
+                    o5 = image + load(bases, min(p0 + 5, last))
                     for k0 in range(0, kp, 2 * lane):
                         acc = _start(bias, band, d + k0, kp, r0, vec)
                         acc = _block(xb, o0, o1, o2, o3, o4, o5, toff, r0, r1, wt, r0 * kp + k0,
@@ -217,6 +221,7 @@ def grad_weight(part, n0, n1, x, grad_out, toff, bases, ph, pw, kp, partials, xp
     grad_out, pixel-major.
     """
     partial, xp, go = partials[part], xps[part], gos[part]
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
     k = grad_out.shape[1]
     p = bases.size
     taps = toff.size
@@ -227,8 +232,10 @@ def grad_weight(part, n0, n1, x, grad_out, toff, bases, ph, pw, kp, partials, xp
     partial[:] = 0
     xp[:] = 0
     go[:] = 0  # channels K .. KP stay zero
+    xf = x.reshape(-1)
+    xb = xf if ph == 0 and pw == 0 else xp
     for b in range(n0, n1):
-        xb = padded_image(x[b], ph, pw, xp, vec)
+        image = padded_image(xf, b, c, h, w, ph, pw, xp, vec)
         _transpose(grad_out[b].reshape(-1), k, p, p, go, kp, vec)  # (K, P) -> (P, KP)
         for q0 in range(0, p, chunk):
             q1 = min(p, q0 + chunk)
@@ -236,8 +243,9 @@ def grad_weight(part, n0, n1, x, grad_out, toff, bases, ph, pw, kp, partials, xp
                 # A short last block repeats its last tap: the repeats store the same sums.
                 r1, r2, r3 = min(r0 + 1, last), min(r0 + 2, last), min(r0 + 3, last)
                 r4, r5 = min(r0 + 4, last), min(r0 + 5, last)
-                t0, t1, t2 = load(toff, r0), load(toff, r1), load(toff, r2)
-                t3, t4, t5 = load(toff, r3), load(toff, r4), load(toff, r5)
+                t0, t1 = image + load(toff, r0), image + load(toff, r1)
+                t2, t3 = image + load(toff, r2), image + load(toff, r3)
+                t4, t5 = image + load(toff, r4), image + load(toff, r5)
                 for k0 in range(0, kp, 2 * lane):
                     d0, d1, d2 = r0 * kp + k0, r1 * kp + k0, r2 * kp + k0
                     d3, d4, d5 = r3 * kp + k0, r4 * kp + k0, r5 * kp + k0

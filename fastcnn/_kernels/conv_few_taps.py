@@ -29,7 +29,6 @@ import functools
 import numpy as np
 
 from fastcnn._config import jit
-from fastcnn._kernels.geometry import padded_image
 from fastcnn._kernels.simd import (
     lanes,
     vadd_run,
@@ -88,15 +87,23 @@ def _store_4x3(dst, o0, o1, o2, o3, p0, p1, p2, acc):
     vstore(dst, o3 + p2, a32)
 
 
-@jit(inline=True)
-def _columns(xp, c, hp, wp, kw, dw, ow, stride, cols, vec):
+@jit(call=True)
+def _columns(xf, start, c, h, w, ph, pw, kw, dw, ow, stride, cols, vec):
     """Row ``r = ci*KW + j`` of the column matrix, ``cols[r*stride : r*stride + HP*OW]``,
-    holds the pixels of padded planes xp (C, HP, WP, flat) that column tap j meets, on every
-    padded row (stride 1)."""
+    holds the pixels of the image at ``xf[start]`` (C, H, W, flat), zero-padded, that
+    column tap j meets, on every padded row (stride 1). Only the pixels inside the image
+    are written: the padding's stay as they are (zero)."""
     for r in range(c * kw):
         ci, j = r // kw, r % kw
-        for y in range(hp):
-            vcopy(xp, (ci * hp + y) * wp + j * dw, cols, r * stride + y * ow, ow, vec)
+        # Output column ox meets input column ox + j*dw - pw: those inside the row.
+        lo, hi = max(0, pw - j * dw), min(ow, w + pw - j * dw)
+        if lo >= hi:
+            continue
+        s, d = start + ci * h * w + lo + j * dw - pw, r * stride + ph * ow + lo
+        for _ in range(h):
+            vcopy(xf, s, cols, d, hi - lo, vec)
+            s += w
+            d += ow
 
 
 @functools.lru_cache(maxsize=256)
@@ -129,34 +136,29 @@ def _forward_block(cols, w2d, bias, k0, k1, k2, k3, taps, coff, q0, vec):
 
 
 @jit()
-def forward(part, n0, n1, x, weight, bias, ph, pw, dh, dw, coff, y, xps, colss, stride, tails,
-            vec):  # fmt: skip
+def forward(part, n0, n1, x, weight, bias, ph, pw, dh, dw, coff, y, colss, stride, tails, vec):
     """``y[b, k] = bias[k] + sum_t weight[k, t] * columns_b[t]`` for images ``b`` in
     ``n0 .. n1-1`` (stride 1), with the scratch rows of ``part``.
 
     x (N, C, H, W); weight (K, C, KH, KW); bias (K,); coff (taps,): the taps' column
     offsets (:func:`column_offsets`); y (N, K, OH, OW); stride: the length of a column
-    row, HP*OW plus the pixels that round OH*OW up to whole blocks. Scratch rows: xps
-    (C*HP*WP) for zero-padded planes; colss (C*KW*stride): the column matrix; tails
-    (CHANNELS * block) for the short last block.
+    row, HP*OW plus the pixels that round OH*OW up to whole blocks. Scratch rows: colss
+    (C*KW*stride): the column matrix; tails (CHANNELS * block) for the short last block.
     """
-    xp, cols, tail = xps[part], colss[part], tails[part]
+    cols, tail = colss[part], tails[part]
     zero = np.int64(0)  # not the constant 0, which would compile its own _store_4x3
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     k, kw = weight.shape[0], weight.shape[3]
     oh, ow = y.shape[2], y.shape[3]
-    hp, wp = h + 2 * ph, w + 2 * pw
     taps, p = coff.size, oh * ow
-    lane = lanes(xp, vec)
+    lane = lanes(cols, vec)
     block = PIXEL_VECTORS * lane
     whole = p // block * block
     w2d = weight.reshape(k, taps)
-    yf = y.reshape(-1)
-    xp[:] = 0
+    xf, yf = x.reshape(-1), y.reshape(-1)
     cols[:] = 0
     for b in range(n0, n1):
-        xb = padded_image(x[b], ph, pw, xp, vec)
-        _columns(xb, c, hp, wp, kw, dw, ow, stride, cols, vec)
+        _columns(xf, b * c * h * w, c, h, w, ph, pw, kw, dw, ow, stride, cols, vec)
         for k0 in range(0, k, CHANNELS):
             # A short last block repeats its last channel, storing the same values.
             k1, k2, k3 = min(k0 + 1, k - 1), min(k0 + 2, k - 1), min(k0 + 3, k - 1)
@@ -198,29 +200,27 @@ def _weight_block(go, cols, acc, p, whole, g0, g1, g2, g3, c0, c1, c2, a0, a1, a
 
 
 @jit()
-def grad_weight(part, n0, n1, x, grad_out, kh, kw, ph, pw, dh, dw, coff, partials, xps, colss,
-                stride, vec):  # fmt: skip
+def grad_weight(part, n0, n1, x, grad_out, kh, kw, ph, pw, dh, dw, coff, partials, colss, stride,
+                vec):  # fmt: skip
     """``partials[part, (k*taps + t)*lanes + l] = sum over images b in n0 .. n1-1 and pixels
     q = l (mod lanes) of grad_out[b, k, q] * columns_b[t, q]``: the part's weight gradient
     (K, C, KH, KW), lane by lane (stride 1); the caller adds the lanes.
 
     x (N, C, H, W); grad_out (N, K, OH, OW); coff (taps,): :func:`column_offsets`;
-    stride: HP*OW. Scratch rows: xps (C*HP*WP) for zero-padded planes; colss (C*KW*stride).
+    stride: HP*OW. Scratch rows: colss (C*KW*stride).
     """
-    partial, xp, cols = partials[part], xps[part], colss[part]
+    partial, cols = partials[part], colss[part]
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     k, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
-    hp, wp = h + 2 * ph, w + 2 * pw
     taps, p = coff.size, oh * ow
-    lane = lanes(xp, vec)
+    lane = lanes(cols, vec)
     whole = p - p % lane  # pixels in whole vectors
     row = taps * lane  # the partial sums of one channel
+    xf = x.reshape(-1)
     partial[:] = 0
-    xp[:] = 0
     cols[:] = 0
     for b in range(n0, n1):
-        xb = padded_image(x[b], ph, pw, xp, vec)
-        _columns(xb, c, hp, wp, kw, dw, ow, stride, cols, vec)
+        _columns(xf, b * c * h * w, c, h, w, ph, pw, kw, dw, ow, stride, cols, vec)
         go = grad_out[b].reshape(-1)
         for k0 in range(0, k, CHANNELS):
             # A short last block repeats its last channel or tap: the repeats load, add and
