@@ -102,9 +102,13 @@ class Optimizer:
     # --- public API ---------------------------------------------------------------------
 
     def zero_grad(self) -> None:
-        """Set every parameter's ``.grad`` to zero, in place (the buffers are kept)."""
+        """Set every parameter's ``.grad`` to zero, in place (the buffers are kept); a
+        :class:`fastcnn.nn.Parameter` lazily (:meth:`~fastcnn.nn.Parameter.zero_grad`)."""
         for p in self.params:
-            p.grad.fill(0)
+            if hasattr(p, "zero_grad"):
+                p.zero_grad()
+            else:
+                p.grad.fill(0)
 
     def step(self) -> None:
         """Update every parameter in place from its ``.grad``; increments ``steps``."""

@@ -157,6 +157,21 @@ def test_outer_update_reads_w_before_it_steps(into_w, n, dtype, threads):
     assert_close(c, want_c + 0.5 * np.outer(g, x), dtype, atol=_atol(dtype, 3))
 
 
+@pytest.mark.parametrize("n", [1, 7, 37])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_outer_update_writes_when_not_accumulating(n, dtype):
+    """``accumulate=False`` writes ``scale * outer(g, x)`` over whatever ``c`` held (NaN
+    here): the bits of adding it to zeros, and the same ``grad_x``."""
+    rng = make_rng(13)
+    g, x, w = randn(rng, 5, dtype), randn(rng, n, dtype), randn(rng, (5, n), dtype)
+    c, zeros = np.full((5, n), np.nan, dtype), np.zeros((5, n), dtype)
+    grad_x, want_grad_x = np.empty(n, dtype), np.empty(n, dtype)
+    gemm.outer_update(g, x, c, 0.5, w, grad_x, accumulate=False)
+    gemm.outer_update(g, x, zeros, 0.5, w, want_grad_x)
+    np.testing.assert_array_equal(c, zeros)
+    np.testing.assert_array_equal(grad_x, want_grad_x)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_outer_update_in_parts_matches_one_part(dtype):
     """A product big enough to split over threads gives the bits of one thread."""

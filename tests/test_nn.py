@@ -316,6 +316,41 @@ def test_backward_accumulates_and_zero_grad_clears_in_place():
     )
 
 
+PARAMETRISED = [c for c in LAYER_IDS if LAYERS[c][0](F32).parameters()]
+
+
+@pytest.mark.parametrize(
+    ("case", "sample"),
+    [(c, False) for c in PARAMETRISED]
+    + [(c, True) for c in PARAMETRISED if c.startswith(("conv", "linear"))],
+    ids=lambda v: {False: "batch", True: "one-sample"}.get(v, v),
+)
+def test_zero_grad_then_backward_writes_the_gradient(case, sample):
+    """zero_grad marks the gradients zero and the next backward writes them, not adds to
+    them: after a poisoned gradient (NaN, which adding would keep), the fresh layer's bits;
+    read in between, a gradient is zeros. Batches and one sample (a Linear's row path)."""
+    make, _, shape, kind = LAYERS[case]
+    if sample:
+        shape = shape[1:] if case.startswith("conv") else shape[-1:]
+    x = _x(kind, shape, F32)
+    fresh, used = make(F32), make(F32)
+    r = _x("randn", fresh(x).shape, F32, seed=1)
+    fresh.backward(r)
+    used(x)
+    used.backward(r)
+    for p in used.parameters():
+        p.grad[...] = np.nan
+    used.zero_grad()
+    assert not any(p.grad.any() for p in used.parameters())  # read: zeros
+    for p in used.parameters():
+        p.grad[...] = np.nan
+    used.zero_grad()
+    used(x)
+    used.backward(r)
+    for p, q in zip(used.parameters(), fresh.parameters(), strict=True):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
 @pytest.mark.parametrize("case", [c for c in LAYER_IDS if c != "bn-eval"])
 def test_backward_before_forward_is_an_error(case):
     """A layer that never ran forward refuses backward with a RuntimeError."""

@@ -73,9 +73,9 @@ class Conv2d(Module):
     def _backward(self, grad_out, need_input_grad):
         x = self._cache
         g = self._geometry()
-        self.weight.grad += F.conv2d_grad_weight(x, self.weight.data.shape, grad_out, **g)
+        self.weight.add_grad(F.conv2d_grad_weight(x, self.weight.data.shape, grad_out, **g))
         if self.bias is not None:
-            self.bias.grad += F.conv2d_grad_bias(grad_out)
+            self.bias.add_grad(F.conv2d_grad_bias(grad_out))
         if not need_input_grad:
             return None
         return F.conv2d_grad_input(x.shape, self.weight.data, grad_out, **g)

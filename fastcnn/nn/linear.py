@@ -81,9 +81,9 @@ class Linear(Module):
             return self._backward_row(x, grad_out, need_input_grad)
         g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
-        self._add_weight_grad(lambda into: gemm.product(g2.T, x2, into, accumulate=True))
+        self._add_weight_grad(lambda into, add: gemm.product(g2.T, x2, into, accumulate=add))
         if self.bias is not None:
-            self.bias.grad += g2.sum(axis=0)
+            self.bias.add_grad(g2.sum(axis=0))
         if not need_input_grad:
             return None
         grad_x = np.empty(x2.shape, x.dtype)
@@ -98,23 +98,28 @@ class Linear(Module):
         grad_x = np.empty(x.shape, x.dtype) if need_input_grad else None
         flat_grad_x = None if grad_x is None else grad_x.reshape(-1)
         self._add_weight_grad(
-            lambda into: gemm.outer_update(g, xv, into, 1.0, self.weight.data, flat_grad_x)
+            lambda into, add: gemm.outer_update(
+                g, xv, into, 1.0, self.weight.data, flat_grad_x, accumulate=add
+            )
         )
         if self.bias is not None:
-            self.bias.grad += g
+            self.bias.add_grad(g)
         return grad_x
 
     def _add_weight_grad(self, add) -> None:
-        """Add this call's weight gradient with ``add(into)``, a kernel that adds it to the
-        array ``into``: straight into ``weight.grad``, or, if that is not an array the
-        kernels can write, into the layer's reused buffer, zeroed, then added from there."""
-        grad = self.weight.grad
+        """Add this call's weight gradient with ``add(into, accumulate)``, a kernel that adds
+        it to the array ``into`` (writes it, if not ``accumulate``): straight into
+        ``weight.grad`` (written after ``zero_grad``), or, if that is not an array the
+        kernels can write, into the layer's reused buffer, then added from there."""
+        grad, accumulate = self.weight.grad_into()
         if grad.flags.c_contiguous and grad.flags.writeable:
-            add(grad)
+            add(grad, accumulate)
             return
-        self._scratch_w[...] = 0
-        add(self._scratch_w)
-        grad += self._scratch_w
+        add(self._scratch_w, False)
+        if accumulate:
+            grad += self._scratch_w
+        else:
+            grad[...] = self._scratch_w
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}", f"out_features={self.out_features}"]

@@ -92,8 +92,8 @@ class BatchNorm2d(Module):
             grad_w = np.einsum("nchw,nchw->c", grad_out, x_hat)
             grad_b = grad_out.sum(axis=(0, 2, 3))
             grad_x = grad_out * (self.weight.data * invstd)[per_channel]
-        self.weight.grad += grad_w
-        self.bias.grad += grad_b
+        self.weight.add_grad(grad_w)
+        self.bias.add_grad(grad_b)
         return grad_x if need_input_grad else None
 
     def extra_repr(self) -> str:
