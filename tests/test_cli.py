@@ -109,7 +109,7 @@ def test_bad_arguments_are_usage_errors(capsys, argv, message):
 @pytest.mark.parametrize(
     ("argv", "blocked", "message"),
     [
-        param(["train"], "sklearn.datasets", "pip install 'fastcnn[train]'", id="digits"),
+        param(["train"], "sklearn", "pip install 'fastcnn[train]'", id="digits"),
         param(["train", "--plot", "c.png"], "matplotlib", "--plot needs matplotlib", id="plot"),
     ],
 )

@@ -3,7 +3,9 @@
 import gzip
 import hashlib
 import http.server
+import importlib.util
 import struct
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -367,9 +369,29 @@ def test_digits_split():
 
 
 def test_digits_without_sklearn_names_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sklearn" else find_spec(name, *a),
+    )
     with pytest.raises(ImportError, match=r"pip install 'fastcnn\[train\]'"):
         data.load_digits()
+
+
+def test_digits_read_without_sklearn_are_sklearns():
+    """The digits come from scikit-learn's own CSV file, not its loader (nor its import):
+    the same pixels and labels."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    pixels, labels = data._digits()
+    bunch = sklearn_datasets.load_digits()
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    code = (
+        "import sys; from fastcnn import data; data.load_digits(); print('sklearn' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
 
 
 def test_digits_bad_fraction():
