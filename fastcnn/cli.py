@@ -613,7 +613,8 @@ def _train(args) -> int:
 
 def _start_warmup(config: dict):
     """The first time on this machine, compile the net's kernels in worker processes
-    (``fastcnn warmup``) while the data load; returns the future of it, or None."""
+    (``fastcnn warmup``) while the data load, loading each into this process as it is
+    done; returns the future of it, or None."""
     from concurrent.futures import ThreadPoolExecutor
 
     from fastcnn import warmup
@@ -628,7 +629,7 @@ def _start_warmup(config: dict):
         return None
     print("compiling the kernels for this CPU, once: later runs load them from the cache")
     pool = ThreadPoolExecutor(1, thread_name_prefix="fastcnn-warmup")
-    future = pool.submit(warmup.warmup, jobs, progress=False)
+    future = pool.submit(warmup.warmup, jobs, progress=False, load=True)
     pool.shutdown(wait=False)  # the future still runs; _finish_warmup waits for it
     return future
 

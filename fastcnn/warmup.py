@@ -244,11 +244,15 @@ def needed(job_list) -> bool:
         return True
 
 
-def warmup(job_list=None, workers: int | None = None, progress: bool | None = None) -> float:
+def warmup(
+    job_list=None, workers: int | None = None, progress: bool | None = None, load: bool = False
+) -> float:
     """Compile the kernels of ``job_list`` (:func:`jobs`; default: every workload, both
     dtypes) in ``workers`` parallel processes (default: one per core); returns the
-    seconds it took. ``progress``: show a bar (``None``: only on a terminal). Raises
-    ``RuntimeError`` if a worker fails."""
+    seconds it took. ``progress``: show a bar (``None``: only on a terminal). ``load``:
+    also run each job here once a worker has done it, loading its kernels from the cache
+    while the other jobs compile, so that this process's first use of them is at once.
+    Raises ``RuntimeError`` if a worker fails."""
     from tqdm import tqdm
 
     job_list = jobs(dtypes=DTYPES) if job_list is None else list(job_list)
@@ -299,6 +303,9 @@ def warmup(job_list=None, workers: int | None = None, progress: bool | None = No
                 bar.set_postfix_str(line[5:].strip())
                 bar.update(1)
                 hand_out(proc)
+                if load:
+                    name, dtype = line[5:].strip().rsplit(" ", 1)
+                    WORKLOADS[name][0](np.dtype(dtype))
     said = []
     for proc, log in zip(procs, logs, strict=True):
         log.seek(0)

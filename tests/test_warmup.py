@@ -104,3 +104,25 @@ def test_workers_import_this_fastcnn_not_the_working_directory(tmp_path, monkeyp
     info = subprocess.run(module_command("fastcnn", "info"), capture_output=True, text=True)
     assert info.returncode == 0, info.stderr[-2000:]
     assert f"fastcnn:      {fastcnn.__version__}" in info.stdout
+
+
+def test_load_brings_each_done_job_into_this_process(tmp_path):
+    """``load=True`` (``fastcnn train``): each job a worker has done is run here too,
+    its kernels loaded from the cache, not compiled; the first real use then finds
+    them in memory."""
+    code = textwrap.dedent(
+        """
+        import json
+        from fastcnn import warmup
+        from fastcnn._kernels import activation
+        warmup.warmup([("relu", "float32")], workers=1, progress=False, load=True)
+        print(json.dumps([len(activation._relu.overloads),
+                          sum(activation._relu.stats.cache_hits.values()),
+                          sum(activation._relu.stats.cache_misses.values())]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [1, 1, 0]
