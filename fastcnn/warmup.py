@@ -32,9 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fastcnn._kernels import plan
 from fastcnn._subprocess import module_command
 
 DTYPES = ("float32", "float64")
+# A worker runs each kernel on one thread: the same compiled code (a launch's argument
+# types do not depend on its parts), and no thread team spinning between its kernels on
+# the cores the other workers compile on.
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _rand(rng, shape, dtype):
@@ -68,6 +73,35 @@ def _conv_few_taps(dtype):
 
 def _conv_direct(dtype):
     _conv(dtype, c=16, k=32, kernel=3, padding=1)
+
+
+#: A geometry that :mod:`fastcnn._kernels.plan` sends to each conv kernel, in every op.
+PLAN_GEOMETRY = {"few_taps": {"c": 1, "k": 8}, "direct": {"c": 16, "k": 32}}
+
+
+def _conv_op(op, kernel):
+    """A workload running one direction ``op`` of the conv kernel ``kernel``."""
+
+    def run(dtype):
+        import fastcnn.functional as F
+
+        rng = np.random.default_rng(0)
+        c, k = PLAN_GEOMETRY[kernel]["c"], PLAN_GEOMETRY[kernel]["k"]
+        x, w = _rand(rng, (32, c, 12, 12), dtype), _rand(rng, (k, c, 3, 3), dtype)
+        g = _rand(rng, (32, k, 12, 12), dtype)
+        if op == "forward":
+            F.conv2d(x, w, None, padding=1)
+        elif op == "grad_input":
+            F.conv2d_grad_input(x.shape, w, g, padding=1)
+        else:
+            F.conv2d_grad_weight(x, w.shape, g, padding=1)
+
+    return run
+
+
+def conv_job(op, kernel) -> str:
+    """The name of the workload of one conv direction ``op`` on ``kernel``."""
+    return f"conv {op} {kernel}"
 
 
 def _pool_2x2(dtype):
@@ -190,11 +224,19 @@ WORKLOADS = {
     "losses": (_losses, 1.5),
     "sgd": (_sgd, 0.5),
     "adam": (_adam, 0.5),
+    # One conv direction on one kernel (fastcnn.compat warms up a network's own).
+    **{
+        conv_job(op, kernel): (_conv_op(op, kernel), 1.5)
+        for op in plan.OPS
+        for kernel in PLAN_GEOMETRY
+    },
 }
 #: What a step of ``fastcnn train``'s LeNet compiles (its SGD; with ``--batchnorm`` and
 #: ``--optimizer adam``, add ``batchnorm`` and ``adam``).
 LENET = ("conv first layer", "conv direct", "pool 2x2", "relu", "linear", "cross entropy", "sgd")
-ALL = tuple(name for name in WORKLOADS if name != "conv first layer")  # few_taps covers it
+CONV_OPS = tuple(conv_job(op, kernel) for op in plan.OPS for kernel in PLAN_GEOMETRY)
+# "conv few_taps" and "conv direct" cover the first layer's kernels and CONV_OPS'
+ALL = tuple(name for name in WORKLOADS if name != "conv first layer" and name not in CONV_OPS)
 
 
 def jobs(names=None, dtypes=("float32",)) -> list[tuple[str, str]]:
@@ -250,16 +292,18 @@ def warmup(
     """Compile the kernels of ``job_list`` (:func:`jobs`; default: every workload, both
     dtypes) in ``workers`` parallel processes (default: one per core); returns the
     seconds it took. ``progress``: show a bar (``None``: only on a terminal). ``load``:
-    also run each job here once a worker has done it, loading its kernels from the cache
-    while the other jobs compile, so that this process's first use of them is at once.
-    Raises ``RuntimeError`` if a worker fails."""
+    this process needs the kernels too, so it is one of the workers (it compiles jobs
+    itself, on a thread) and runs the other workers' jobs once they are done, loading
+    their kernels from the cache while the rest compile. Raises ``RuntimeError`` if a
+    worker fails."""
     from tqdm import tqdm
 
     job_list = jobs(dtypes=DTYPES) if job_list is None else list(job_list)
     pending = list(reversed(job_list))  # popped from the end: longest first
+    lock = threading.Lock()
     workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(job_list)))
     start = time.perf_counter()
-    logs = [tempfile.TemporaryFile("w+") for _ in range(workers)]  # a pipe could fill up
+    logs = [tempfile.TemporaryFile("w+") for _ in range(workers - load)]  # a pipe could fill up
     procs = [
         subprocess.Popen(
             module_command("fastcnn.warmup"),
@@ -267,33 +311,51 @@ def warmup(
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
+            env=WORKER_ENV | dict(os.environ),
         )
         for log in logs
     ]
     reports: queue.SimpleQueue = queue.SimpleQueue()
+    failed = []
 
     def read(proc):  # one reader thread per worker: their lines come in any order
         for line in proc.stdout:
             reports.put((proc, line))
         reports.put((proc, None))
 
+    def next_job():
+        with lock:
+            return pending.pop() if pending else None
+
     def hand_out(proc):  # the next job to a worker that is free, or the end of its work
+        job = next_job()
         try:
-            if pending:
-                proc.stdin.write(json.dumps(pending.pop()) + "\n")
+            if job is not None:
+                proc.stdin.write(json.dumps(job) + "\n")
                 proc.stdin.flush()
             else:
                 proc.stdin.close()
         except OSError:
             pass  # the worker died: its reader reports the end, wait() its status
 
+    def work_here():  # this process as a worker (load=True)
+        try:
+            while (job := next_job()) is not None:
+                WORKLOADS[job[0]][0](np.dtype(job[1]))
+                reports.put((None, f"done {job[0]} {job[1]}\n"))
+        except Exception as exc:  # noqa: BLE001 - reported as a failed worker below
+            failed.append(f"{type(exc).__name__}: {exc}")
+        reports.put((None, None))
+
     for proc in procs:
         threading.Thread(target=read, args=(proc,), daemon=True).start()
         hand_out(proc)
+    if load:
+        threading.Thread(target=work_here, daemon=True).start()
     disable = None if progress is None else not progress
     done = 0
     with tqdm(total=len(job_list), desc="compiling kernels", unit="job", disable=disable) as bar:
-        running = len(procs)
+        running = len(procs) + load
         while running:
             proc, line = reports.get()
             if line is None:
@@ -302,19 +364,22 @@ def warmup(
                 done += 1
                 bar.set_postfix_str(line[5:].strip())
                 bar.update(1)
-                hand_out(proc)
-                if load:
-                    name, dtype = line[5:].strip().rsplit(" ", 1)
-                    WORKLOADS[name][0](np.dtype(dtype))
+                if proc is not None:
+                    hand_out(proc)
+                    if load:
+                        name, dtype = line[5:].strip().rsplit(" ", 1)
+                        WORKLOADS[name][0](np.dtype(dtype))
     said = []
     for proc, log in zip(procs, logs, strict=True):
         log.seek(0)
         text = log.read()
         if proc.wait() != 0:
-            raise RuntimeError(f"warmup: a worker failed:\n{text[-2000:]}")
+            failed.append(text[-2000:])
         said += [line for line in text.splitlines() if line not in said]
     for line in said:  # what the workers said (a damaged cache entry replaced, ...)
         print(line, file=sys.stderr)
+    if failed:
+        raise RuntimeError(f"warmup: a worker failed:\n{failed[0]}")
     if done < len(job_list):
         raise RuntimeError(f"warmup: the workers ended after {done} of {len(job_list)} jobs")
     try:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import fastcnn
@@ -106,23 +107,40 @@ def test_workers_import_this_fastcnn_not_the_working_directory(tmp_path, monkeyp
     assert f"fastcnn:      {fastcnn.__version__}" in info.stdout
 
 
-def test_load_brings_each_done_job_into_this_process(tmp_path):
-    """``load=True`` (``fastcnn train``): each job a worker has done is run here too,
-    its kernels loaded from the cache, not compiled; the first real use then finds
-    them in memory."""
+def test_load_makes_this_process_a_worker(tmp_path):
+    """``load=True`` (``fastcnn train``, ``fastcnn.compat.train``): this process compiles
+    jobs itself while the worker processes compile the others, and loads theirs from the
+    cache as they are done: every kernel is in memory at the end, one job's compiled
+    here, the other's loaded."""
     code = textwrap.dedent(
         """
         import json
         from fastcnn import warmup
         from fastcnn._kernels import activation
-        warmup.warmup([("relu", "float32")], workers=1, progress=False, load=True)
-        print(json.dumps([len(activation._relu.overloads),
-                          sum(activation._relu.stats.cache_hits.values()),
-                          sum(activation._relu.stats.cache_misses.values())]))
+        jobs = [("relu", "float32"), ("sigmoid", "float32")]
+        warmup.warmup(jobs, workers=2, progress=False, load=True)
+        print(json.dumps({k.__name__: [len(k.overloads), sum(k.stats.cache_hits.values())]
+                          for k in (activation._relu, activation._sigmoid)}))
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == [1, 1, 0]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert [n for n, _ in got.values()] == [1, 1]
+    assert sorted(hits for _, hits in got.values()) == [0, 1]
+
+
+def test_conv_op_workloads_reach_their_kernel():
+    """Each single-direction conv workload's geometry is one the plan gives its kernel."""
+    from fastcnn import _checks
+    from fastcnn._kernels import plan
+
+    for kernel, sizes in warmup.PLAN_GEOMETRY.items():
+        x = np.empty((32, sizes["c"], 12, 12), np.float32)
+        w = np.empty((sizes["k"], sizes["c"], 3, 3), np.float32)
+        g = _checks.conv2d_args(x, w, None, 1, 1, 1)
+        for op in plan.OPS:
+            assert plan.choose(op, g).kernel == kernel
+            assert warmup.conv_job(op, kernel) in warmup.WORKLOADS
