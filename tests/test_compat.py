@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -309,7 +313,8 @@ def test_train_matches_the_tutorial_loop():
     with contextlib.redirect_stdout(out):
         history = C.train(net, C.binary_cross_entropy, C.binary_cross_entropy_prime, xs, ys, 2, 0.5)
     close(np.array(history), errors, F64)
-    lines = out.getvalue().splitlines()
+    # (a first run on this machine prints the kernels' warm-up first)
+    lines = [line for line in out.getvalue().splitlines() if not line.startswith("compil")]
     assert [re.sub(r"error=.*", "", line) for line in lines] == ["1/2, ", "2/2, "]
     assert float(lines[1].split("=")[1]) == pytest.approx(errors[1], rel=1e-12)
     for got, want in (
@@ -601,3 +606,45 @@ def test_hwc_model_and_its_converted_nchw_twin_agree():
 
 def test_compat_is_a_submodule_of_fastcnn():
     assert fastcnn.compat is C
+
+
+def test_warmup_jobs_follow_the_plan_and_skip_the_first_input_gradient():
+    first = C.Convolutional((1, 8, 8), 3, 4)  # 9 taps: few_taps
+    later = C.Convolutional((4, 8, 8), 3, 4, dtype=np.float32)  # 36 taps: direct
+    assert first._warmup_jobs(True, "float64") == [
+        ("conv forward few_taps", "float64"),
+        ("conv grad_weight few_taps", "float64"),
+    ]
+    assert later._warmup_jobs(False, "float32") == [
+        ("conv forward direct", "float32"),
+        ("conv grad_input direct", "float32"),
+        ("conv grad_weight direct", "float32"),
+    ]
+    assert C.Reshape((2, 2), (4,))._warmup_jobs(False, "float64") == []
+
+
+def test_train_compiles_the_networks_kernels_once_and_says_so(tmp_path):
+    """A first run warms up the network's kernels (in parallel, :mod:`fastcnn.warmup`) and
+    prints how long it took; a second process finds them in the cache and says nothing."""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        from fastcnn import compat as C
+        np.random.seed(0)
+        net = [C.Convolutional((1, 6, 6), 3, 2), C.Sigmoid(), C.Reshape((2, 4, 4), (32, 1)),
+               C.Dense(32, 1), C.Sigmoid()]
+        x, y = np.random.rand(2, 1, 6, 6), np.random.rand(2, 1, 1)
+        C.train(net, C.mse, C.mse_prime, x, y, epochs=1, learning_rate=0.1, verbose=True)
+        """
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    first, second = (run.stdout.splitlines() for run in runs)
+    assert first[0].startswith("compiling fastcnn's kernels for this CPU, once")
+    assert first[1].startswith("compiled the kernels in ") and first[2].startswith("1/1, error=")
+    assert second[0].startswith("1/1, error=") and len(second) == 1

@@ -78,6 +78,9 @@ class Sigmoid(Activation):
     def __init__(self):
         super().__init__(_sigmoid, _sigmoid_prime)
 
+    def _warmup_jobs(self, first, dtype):
+        return [("sigmoid", dtype)]
+
     def forward(self, input):
         """Sigmoid of ``input``, any shape."""
         self.input = as_float_array(input, "input", "Sigmoid.forward")
@@ -111,6 +114,9 @@ class ReLU(Activation):
     def __init__(self):
         super().__init__(_relu, _relu_prime)
 
+    def _warmup_jobs(self, first, dtype):
+        return [("relu", dtype)]
+
     def forward(self, input):
         """Rectified ``input``, any shape."""
         self.input = as_float_array(input, "input", "ReLU.forward")
@@ -129,6 +135,9 @@ class Softmax(Layer):
     ``s``: the tutorial's ``np.dot((np.identity(n) - s.T) * s, g)`` without the n x n
     matrix.
     """
+
+    def _warmup_jobs(self, first, dtype):
+        return [("losses", dtype)]
 
     def forward(self, input):
         """Softmax over every element of ``input`` (at least one), same shape."""

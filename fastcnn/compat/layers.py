@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 
+from fastcnn import _checks, warmup
 from fastcnn import functional as F
 from fastcnn._checks import as_dtype, as_float, as_size
-from fastcnn._kernels import gemm
+from fastcnn._kernels import gemm, plan
 from fastcnn.compat._arrays import as_float_array, as_shape, checked_rng, of_shape, randn
 
 __all__ = ["CNNLayer", "Convolutional", "Dense", "Layer", "MaxPool", "Reshape"]
@@ -51,6 +52,13 @@ class Layer:
 
     def _backward(self, output_gradient, learning_rate: float, need_input_grad: bool):
         raise NotImplementedError
+
+    def _warmup_jobs(self, first: bool, dtype: str) -> list[tuple[str, str]]:
+        """The ``(workload, dtype)`` jobs of :mod:`fastcnn.warmup` that compile what this
+        layer runs (:func:`fastcnn.compat.train` warms them up on a first run): none
+        here. ``first``: the network's first layer, whose input gradient is never
+        computed; ``dtype``: the network's, for layers without parameters."""
+        return []
 
     def _last_input(self, op: str) -> np.ndarray:
         if self.input is None:
@@ -88,6 +96,9 @@ class Dense(Layer):
         rng = checked_rng(rng, op)
         self.weights = randn(rng, (self.output_size, self.input_size), dtype)
         self.bias = randn(rng, (self.output_size, 1), dtype)
+
+    def _warmup_jobs(self, first, dtype):
+        return [("linear, one sample", self.weights.dtype.name)]
 
     def forward(self, input):
         """``weights @ input + bias`` for a column vector ``input`` (input_size, 1)."""
@@ -154,6 +165,12 @@ class Convolutional(Layer):
         self.kernels_shape = (self.depth, input_depth, kernel_size, kernel_size)
         self.kernels = randn(rng, self.kernels_shape, dtype)
         self.biases = randn(rng, self.output_shape, dtype)
+
+    def _warmup_jobs(self, first, dtype):
+        k = self.kernels
+        g = _checks.conv2d_args(np.empty((1, *self.input_shape), k.dtype), k, None, 1, 0, 1)
+        ops = ("forward", "grad_weight") if first else plan.OPS
+        return [(warmup.conv_job(op, plan.choose(op, g).kernel), k.dtype.name) for op in ops]
 
     def forward(self, input):
         """Correlate ``input`` (input_depth, height, width) with every kernel, add biases."""
@@ -243,6 +260,9 @@ class MaxPool(Layer):
         y, self._indices = F.max_pool2d(x[np.newaxis], self.size)
         self.output = y[0]
         return self.output
+
+    def _warmup_jobs(self, first, dtype):
+        return [("pool 2x2" if self.size == 2 else "pool", dtype)]
 
     def _backward(self, output_gradient, learning_rate, need_input_grad):
         op = "MaxPool.backward"

@@ -8,6 +8,9 @@ tutorial-style classes, or a mix.
 
 from __future__ import annotations
 
+import numpy as np
+
+from fastcnn import warmup
 from fastcnn._checks import _is_int, as_bool, as_float
 from fastcnn.compat.layers import Layer
 
@@ -52,6 +55,38 @@ def _backward_steps(layers: list, learning_rate: float) -> list:
         else:
             steps.append(lambda g, f=layer.backward: f(g, learning_rate))
     return steps
+
+
+def _warm_up(layers: list, verbose: bool) -> None:
+    """The first time on this machine, compile the kernels that the network's fastcnn
+    layers run in parallel worker processes (:mod:`fastcnn.warmup`), loading each here as
+    it is done; with ``verbose``, say so and how long it took."""
+    dtype = next(
+        (a.dtype.name for layer in layers for a in (getattr(layer, "weights", None),
+         getattr(layer, "kernels", None)) if isinstance(a, np.ndarray)),
+        "float64",
+    )  # fmt: skip
+    jobs = {
+        job
+        for i, layer in enumerate(layers)
+        if isinstance(layer, Layer)
+        for job in layer._warmup_jobs(i == 0, dtype)
+    }
+    jobs = sorted(jobs, key=lambda job: (-warmup.WORKLOADS[job[0]][1], job))
+    if not jobs or not warmup.needed(jobs):
+        return
+    if verbose:
+        print("compiling fastcnn's kernels for this CPU, once: later runs load them from the "
+              "cache", flush=True)  # fmt: skip
+    try:
+        seconds = warmup.warmup(jobs, progress=False, load=True)
+    except (OSError, RuntimeError) as exc:
+        if verbose:
+            first = str(exc).splitlines()[0]
+            print(f"warm-up failed ({first}); compiling on first use", flush=True)
+        return
+    if verbose:
+        print(f"compiled the kernels in {seconds:.1f} s", flush=True)
 
 
 def train(
@@ -106,6 +141,8 @@ def train(
     if epochs and not len(x_train):
         raise ValueError(f"{op}: x_train must hold at least one sample, got none")
 
+    if epochs:
+        _warm_up(layers, verbose)
     steps = _backward_steps(layers, lr)[::-1]
     history = []
     for e in range(epochs):
