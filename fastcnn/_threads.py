@@ -40,7 +40,7 @@ GRAIN_ELEMENTS = 65536
 
 _num_threads = MAX_THREADS
 _state_lock = threading.Lock()
-_started = False
+_launch_module = None  # fastcnn._kernels.launch, once the pool has started
 _serialise = False  # True under the workqueue layer: one launch at a time
 _launch_lock = threading.Lock()
 _forked = False  # a child forked after its parent started Numba's threads
@@ -85,10 +85,7 @@ def run(kernel, count: int, n: int, *args) -> None:
     """Call ``kernel(part, start, stop, *args)`` for ``count`` contiguous parts of
     ``range(n)`` (:func:`bounds`) at once, then return. ``kernel`` is a fastcnn kernel
     (:func:`fastcnn._config.jit`); ``count`` from :func:`parts`."""
-    from fastcnn._kernels import launch
-
-    if not _started:
-        _start(launch)
+    launch = _launch_module or _start()
     if _serialise and count > 1:  # one part runs on this thread, waking none
         with _launch_lock:
             launch.launch(kernel, count, n, args, count)
@@ -96,18 +93,21 @@ def run(kernel, count: int, n: int, *args) -> None:
         launch.launch(kernel, count, n, args, count)
 
 
-def _start(launch) -> None:
-    """Start Numba's thread pool, keeping the OpenMP thread counts set before it started.
+def _start():
+    """Start Numba's thread pool, keeping the OpenMP thread counts set before it started;
+    return :mod:`fastcnn._kernels.launch`.
 
     Starting Numba's OpenMP layer sets the thread count of every OpenMP runtime already in
     the process (libgomp, the one torch uses included) to Numba's count: a
     ``torch.set_num_threads(1)`` was undone by fastcnn's first call. The counts are read
     before and put back after.
     """
-    global _started, _serialise
+    global _launch_module, _serialise
+    from fastcnn._kernels import launch
+
     with _state_lock:
-        if _started:
-            return
+        if _launch_module is not None:
+            return launch
         before = {
             lib.filepath: lib.num_threads
             for lib in ThreadpoolController().select(user_api="openmp").lib_controllers
@@ -119,12 +119,13 @@ def _start(launch) -> None:
             if lib.filepath in before and lib.num_threads != before[lib.filepath]:
                 lib.set_num_threads(before[lib.filepath])
         _serialise = numba.threading_layer() == "workqueue"
-        _started = True
+        _launch_module = launch
+    return launch
 
 
 def _after_fork_in_child() -> None:
     global _forked
-    _forked = _started
+    _forked = _launch_module is not None
 
 
 if hasattr(os, "register_at_fork"):

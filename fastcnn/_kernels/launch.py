@@ -134,4 +134,5 @@ def launch(kernel, parts: int, n: int, args: tuple, threads: int) -> None:
     """Call ``kernel(part, start, stop, *args)`` for ``parts`` contiguous parts of
     ``range(n)``, on up to ``threads`` threads of Numba's pool (one part: on this thread);
     returns when all are done."""
-    _launch(address(kernel, args), parts, n, args, threads)
+    found = _addresses.get((kernel, _dispatcher.compute_fingerprint(args)))
+    _launch(address(kernel, args) if found is None else found, parts, n, args, threads)
