@@ -3,11 +3,12 @@ input channels), with SIMD vectors along the output pixels.
 
 With a handful of taps per output pixel, the reduction of a direct block
 (:mod:`fastcnn._kernels.conv_direct`) would be too short to pay for its setup. Here each
-image's column matrix (taps x OH*OW) is built once from its zero-padded planes, and the
-blocks hold 4 channels x 3 vectors of pixels (or taps), 12 accumulators. At stride 1 the
-taps of one kernel column meet the same pixels a row apart, so the matrix holds one copy
-per kernel column over every padded row, and tap ``(c, i, j)`` starts ``i*dh`` rows into
-its column's copy (:func:`_columns`, :func:`_column_offsets`).
+image's column matrix (taps x OH*OW) is built once from the image (zero where a tap
+meets the padding), and the blocks hold 4 channels x 3 vectors of pixels (or taps), 12
+accumulators. At stride 1 the taps of one kernel column meet the same pixels a row
+apart, so the matrix holds one copy per kernel column over every padded row, and tap
+``(c, i, j)`` starts ``i*dh`` rows into its column's copy (:func:`_columns`,
+:func:`column_offsets`).
 
 - :func:`forward` (stride 1): blocks of 4 output channels x 3 vectors of pixels over the
   taps, stored straight into ``y``;

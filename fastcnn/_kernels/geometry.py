@@ -77,4 +77,4 @@ def padded_image(xf, b, c, h, w, ph, pw, xp, vec):
             s += w
             d += wp
         d += 2 * ph * wp
-    return start - start
+    return 0
