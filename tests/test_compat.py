@@ -631,9 +631,8 @@ def test_train_compiles_the_networks_kernels_once_and_says_so(tmp_path):
         import numpy as np
         from fastcnn import compat as C
         np.random.seed(0)
-        net = [C.Convolutional((1, 6, 6), 3, 2), C.Sigmoid(), C.Reshape((2, 4, 4), (32, 1)),
-               C.Dense(32, 1), C.Sigmoid()]
-        x, y = np.random.rand(2, 1, 6, 6), np.random.rand(2, 1, 1)
+        net = [C.Dense(4, 2, dtype=np.float32), C.Sigmoid()]  # two jobs: two workers
+        x, y = np.random.rand(2, 4, 1), np.random.rand(2, 2, 1)
         C.train(net, C.mse, C.mse_prime, x, y, epochs=1, learning_rate=0.1, verbose=True)
         """
     )
