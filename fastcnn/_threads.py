@@ -86,8 +86,8 @@ def run(kernel, count: int, n: int, *args) -> None:
     ``range(n)`` (:func:`bounds`) at once, then return. ``kernel`` is a fastcnn kernel
     (:func:`fastcnn._config.jit`); ``count`` from :func:`parts`."""
     launch = _launch_module or _start()
-    if _serialise and count > 1:  # one part runs on this thread, waking none
-        with _launch_lock:
+    if _serialise and count > 1:  # the workqueue layer: one launch at a time (one part
+        with _launch_lock:  # runs on this thread, waking no worker)
             launch.launch(kernel, count, n, args, count)
     else:
         launch.launch(kernel, count, n, args, count)
