@@ -165,3 +165,30 @@ def test_a_kernel_called_from_python_raises_instead_of_crashing():
     x = np.ones(8, np.float32)
     with pytest.raises(TypeError, match="_relu has no Python entry point"):
         activation._relu(0, 0, 8, x, x)
+
+
+@pytest.mark.parametrize("path", KERNEL_MODULES, ids=[p.stem for p in KERNEL_MODULES])
+def test_kernels_neither_raise_nor_allocate(path):
+    """The launcher's trampoline reads no status from a kernel (fastcnn._kernels.launch):
+    a kernel may not raise, nor allocate (an allocation can fail); scratch comes from the
+    caller."""
+    tree = ast.parse(path.read_text())
+    allocating = {"empty", "zeros", "ones", "empty_like", "zeros_like", "ones_like", "full",
+                  "copy", "astype", "ascontiguousarray", "array"}  # fmt: skip
+    found, seen = [], 0
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef) and any(
+            isinstance(d, ast.Call) and getattr(d.func, "id", "") == "jit"
+            for d in func.decorator_list
+        ):
+            seen += 1
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Raise, ast.Assert)):
+                    found.append(f"{func.name}: raise/assert, line {node.lineno}")
+                elif (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in allocating
+                ):
+                    found.append(f"{func.name}: {node.func.attr}(), line {node.lineno}")
+    assert seen and found == []
