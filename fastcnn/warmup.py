@@ -256,8 +256,13 @@ def jobs(names=None, dtypes=("float32",)) -> list[tuple[str, str]]:
             raise ValueError(
                 f"warmup: unknown workload {name!r}; expected one of {list(WORKLOADS)}"
             )
-    pairs = [(name, dtype) for dtype in dtypes for name in names]
-    return sorted(pairs, key=lambda job: -WORKLOADS[job[0]][1])
+    return longest_first((name, dtype) for dtype in dtypes for name in names)
+
+
+def longest_first(job_list) -> list[tuple[str, str]]:
+    """``(workload, dtype)`` jobs in the order :func:`warmup` wants them: by their rough
+    compile time, longest first."""
+    return sorted(job_list, key=lambda job: -WORKLOADS[job[0]][1])
 
 
 def _stamp(job_list) -> Path | None:

@@ -66,13 +66,14 @@ def _warm_up(layers: list, verbose: bool) -> None:
          getattr(layer, "kernels", None)) if isinstance(a, np.ndarray)),
         "float64",
     )  # fmt: skip
-    jobs = {
-        job
-        for i, layer in enumerate(layers)
-        if isinstance(layer, Layer)
-        for job in layer._warmup_jobs(i == 0, dtype)
-    }
-    jobs = sorted(jobs, key=lambda job: (-warmup.WORKLOADS[job[0]][1], job))
+    jobs = warmup.longest_first(
+        dict.fromkeys(
+            job
+            for i, layer in enumerate(layers)
+            if isinstance(layer, Layer)
+            for job in layer._warmup_jobs(i == 0, dtype)
+        )
+    )
     if not jobs or not warmup.needed(jobs):
         return
     if verbose:
