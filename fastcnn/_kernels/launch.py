@@ -114,19 +114,13 @@ def _launch(address, parts, n, args, threads):
 _addresses: dict = {}
 
 
-def address(kernel, args: tuple) -> int:
-    """The address of ``kernel``'s native code for ``(part, start, stop, *args)``,
-    compiling or loading it from Numba's cache the first time."""
-    # The fingerprint is what Numba's dispatchers key their own type lookups on: the
-    # types of the arguments, in a fraction of a microsecond.
-    key = (kernel, _dispatcher.compute_fingerprint(args))
-    found = _addresses.get(key)
-    if found is None:
-        sig = (types.int64,) * 3 + tuple(numba.typeof(a) for a in args)
-        kernel.compile(sig)
-        result = kernel.overloads[sig]
-        found = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
-        _addresses[key] = found
+def _compile(kernel, args: tuple, key) -> int:
+    """The address of ``kernel``'s native code for ``(part, start, stop, *args)``, compiled
+    or loaded from Numba's cache, kept in ``_addresses[key]``."""
+    sig = (types.int64,) * 3 + tuple(numba.typeof(a) for a in args)
+    kernel.compile(sig)
+    result = kernel.overloads[sig]
+    found = _addresses[key] = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
     return found
 
 
@@ -134,5 +128,8 @@ def launch(kernel, parts: int, n: int, args: tuple, threads: int) -> None:
     """Call ``kernel(part, start, stop, *args)`` for ``parts`` contiguous parts of
     ``range(n)``, on up to ``threads`` threads of Numba's pool (one part: on this thread);
     returns when all are done."""
-    found = _addresses.get((kernel, _dispatcher.compute_fingerprint(args)))
-    _launch(address(kernel, args) if found is None else found, parts, n, args, threads)
+    # The fingerprint is what Numba's dispatchers key their own type lookups on: the
+    # types of the arguments, in a fraction of a microsecond.
+    key = (kernel, _dispatcher.compute_fingerprint(args))
+    found = _addresses.get(key)
+    _launch(_compile(kernel, args, key) if found is None else found, parts, n, args, threads)
