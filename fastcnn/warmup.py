@@ -46,16 +46,20 @@ def _rand(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def _conv(dtype, c, k, kernel, padding, stride=1, size=12, grad_input=True):
+def _conv(dtype, c, k, kernel, padding, stride=1, size=12, ops=plan.OPS):
+    """The conv directions ``ops`` (:data:`fastcnn._kernels.plan.OPS`) on one geometry."""
     import fastcnn.functional as F
 
     rng = np.random.default_rng(0)
     x, w = _rand(rng, (32, c, size, size), dtype), _rand(rng, (k, c, kernel, kernel), dtype)
-    b = _rand(rng, k, dtype)
-    y = F.conv2d(x, w, b, stride, padding)
-    if grad_input:
+    out = (size + 2 * padding - kernel) // stride + 1
+    y = _rand(rng, (32, k, out, out), dtype)  # a grad_out
+    if "forward" in ops:
+        F.conv2d(x, w, _rand(rng, k, dtype), stride, padding)
+    if "grad_input" in ops:
         F.conv2d_grad_input(x.shape, w, y, stride, padding)
-    F.conv2d_grad_weight(x, w.shape, y, stride, padding)
+    if "grad_weight" in ops:
+        F.conv2d_grad_weight(x, w.shape, y, stride, padding)
 
 
 def _conv_bias(dtype):
@@ -69,7 +73,7 @@ def _conv_bias(dtype):
 def _conv_first_layer(dtype):
     """A first layer's few-taps forward and weight gradient (its input gradient is never
     needed in training)."""
-    _conv(dtype, c=1, k=32, kernel=3, padding=1, size=28, grad_input=False)
+    _conv(dtype, c=1, k=32, kernel=3, padding=1, size=28, ops=("forward", "grad_weight"))
 
 
 def _conv_few_taps(dtype):
@@ -87,22 +91,7 @@ PLAN_GEOMETRY = {"few_taps": {"c": 1, "k": 8}, "direct": {"c": 16, "k": 32}}
 
 def _conv_op(op, kernel):
     """A workload running one direction ``op`` of the conv kernel ``kernel``."""
-
-    def run(dtype):
-        import fastcnn.functional as F
-
-        rng = np.random.default_rng(0)
-        c, k = PLAN_GEOMETRY[kernel]["c"], PLAN_GEOMETRY[kernel]["k"]
-        x, w = _rand(rng, (32, c, 12, 12), dtype), _rand(rng, (k, c, 3, 3), dtype)
-        g = _rand(rng, (32, k, 12, 12), dtype)
-        if op == "forward":
-            F.conv2d(x, w, None, padding=1)
-        elif op == "grad_input":
-            F.conv2d_grad_input(x.shape, w, g, padding=1)
-        else:
-            F.conv2d_grad_weight(x, w.shape, g, padding=1)
-
-    return run
+    return lambda dtype: _conv(dtype, kernel=3, padding=1, ops=(op,), **PLAN_GEOMETRY[kernel])
 
 
 def conv_job(op, kernel) -> str:
