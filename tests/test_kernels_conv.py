@@ -20,7 +20,7 @@ import fastcnn
 from fastcnn import _checks
 from fastcnn import reference as R
 from fastcnn._kernels import conv, plan
-from fastcnn._kernels.geometry import channel_block
+from fastcnn._kernels.geometry import channel_block, lanes
 
 
 def _geometry(x_shape, w_shape, stride=1, padding=0, dilation=1):
@@ -95,7 +95,11 @@ def _channel_cases():
     """Geometries whose channel counts straddle the direct kernels' block on this CPU."""
     block = channel_block(np.float32)  # float64's block is half: both sides are covered
     cases = []
-    for c, k in ((block, block), (block - 3, block + 5), (3, 2 * block), (2 * block, 1)):
+    # C of one float32 vector: the input gradient's blocks of two taps in float32, not in
+    # float64 (whose vectors hold half as many); C = 3 takes them in both.
+    one_vector = lanes(np.float32)
+    pairs = ((block, block), (block - 3, block + 5), (3, 2 * block), (2 * block, 1))
+    for c, k in (*pairs, (one_vector, 5)):
         cases.append(pytest.param(dict(x=(2, c, 7, 9), w=(k, c, 3, 3)), id=f"c{c}-k{k}"))
     cases += [
         pytest.param(dict(x=(1, 1, 28, 28), w=(32, 1, 3, 3)), id="mnist-conv1-batch1"),

@@ -151,10 +151,22 @@ def _direct_grad_weight(x, grad_out, g, out):
 
 def _direct_grad_input(weight, grad_out, g, out):
     dtype = weight.dtype
-    cp = padded_channels(g.c, dtype)
-    wt = scratch("conv.weight", (g.kh, g.kw, g.k, cp), dtype)
-    wt[..., : g.c] = weight.transpose(2, 3, 0, 1)
-    wt[..., g.c :] = 0
+    # Channels that fit one vector: blocks of two taps, not of two vectors of channels
+    # (at least half of which would be padding).
+    paired = g.c <= lanes(dtype)
+    taps = g.kh * g.kw
+    if paired:
+        cp = lanes(dtype)
+        wt = scratch("conv.weight", ((taps + 1) // 2, g.k, 2, cp), dtype)
+        wt[...] = 0
+        for j in (0, 1):  # taps j, j + 2, ...: the block's vector j
+            w_j = weight.reshape(g.k, g.c, taps)[:, :, j::2]
+            wt[: w_j.shape[2], :, j, : g.c] = w_j.transpose(2, 0, 1)
+    else:
+        cp = padded_channels(g.c, dtype)
+        wt = scratch("conv.weight", (g.kh, g.kw, g.k, cp), dtype)
+        wt[..., : g.c] = weight.transpose(2, 3, 0, 1)
+        wt[..., g.c :] = 0
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     toff = tap_offsets(1, g.kh, g.kw, hp, wp, g.dh, g.dw)
     bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
@@ -163,7 +175,8 @@ def _direct_grad_input(weight, grad_out, g, out):
     gts = _rows("conv.grad_out", parts, g.oh * g.ow * g.k, dtype)
     bufs = _rows("conv.gradient", parts, (hp * wp + 1) * cp, dtype)
     _threads.run(conv_direct.grad_input, parts, g.n, grad_out, wt.reshape(-1), koff, toff, bases,
-                 g.ph, g.pw, out, gts, bufs, hp * wp * cp, token(VECTOR_BYTES))  # fmt: skip
+                 g.ph, g.pw, out, gts, bufs, hp * wp * cp, True if paired else None,
+                 token(VECTOR_BYTES))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)

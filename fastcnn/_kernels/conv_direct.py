@@ -16,7 +16,8 @@ channels are never written out.
 - :func:`grad_input`: *scatter form*, any stride: blocks of 6 ``grad_out`` pixels x 2
   vectors of input channels, summed over the output channels for one tap at a time and
   added where that tap sends them in a pixel-major gradient of the padded image, whose
-  interior is then transposed into ``out``. It multiplies only what the reference's
+  interior is then transposed into ``out``; where the input channels fit one vector,
+  blocks of 6 pixels x 2 taps instead. It multiplies only what the reference's
   col2im adds, so NaN and inf land as in the reference.
 
 Every kernel works on images ``n0 .. n1-1`` of its batch, one part of
@@ -117,6 +118,34 @@ def _add(dst, o0, o1, o2, o3, o4, o5, acc, vec):
         vadd(b40, a40), vadd(b41, a41), vadd(b50, a50), vadd(b51, a51),
     )  # fmt: skip
     _store(dst, o0, o1, o2, o3, o4, o5, total, vec)
+
+
+@jit(inline=True)
+def _add_split(dst, e0, e1, e2, e3, e4, e5, count, left, right, spare, acc, vec):
+    """Row ``p`` of a block of ``count`` pixels at ``e0 .. e5`` by two taps: its first vector
+    added at ``dst[e_p + left]``, its second at ``dst[e_p + right]``, one vector after the
+    other (two may meet); a short block's repeats, and a ``right`` of -1 (no second tap),
+    go to the ``spare`` pixel."""
+    a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
+    rc = count if right >= 0 else 0  # pixels whose second vector has a place
+    vstore(dst, e0 + left, vadd(vload(dst, e0 + left, vec), a00))
+    q = e0 + right if rc > 0 else spare
+    vstore(dst, q, vadd(vload(dst, q, vec), a01))
+    o, q = e1 + left if count > 1 else spare, e1 + right if rc > 1 else spare
+    vstore(dst, o, vadd(vload(dst, o, vec), a10))
+    vstore(dst, q, vadd(vload(dst, q, vec), a11))
+    o, q = e2 + left if count > 2 else spare, e2 + right if rc > 2 else spare
+    vstore(dst, o, vadd(vload(dst, o, vec), a20))
+    vstore(dst, q, vadd(vload(dst, q, vec), a21))
+    o, q = e3 + left if count > 3 else spare, e3 + right if rc > 3 else spare
+    vstore(dst, o, vadd(vload(dst, o, vec), a30))
+    vstore(dst, q, vadd(vload(dst, q, vec), a31))
+    o, q = e4 + left if count > 4 else spare, e4 + right if rc > 4 else spare
+    vstore(dst, o, vadd(vload(dst, o, vec), a40))
+    vstore(dst, q, vadd(vload(dst, q, vec), a41))
+    o, q = e5 + left if count > 5 else spare, e5 + right if rc > 5 else spare
+    vstore(dst, o, vadd(vload(dst, o, vec), a50))
+    vstore(dst, q, vadd(vload(dst, q, vec), a51))
 
 
 @jit(inline=True)
@@ -257,16 +286,19 @@ def grad_weight(part, n0, n1, x, grad_out, toff, bases, ph, pw, kp, partials, xp
 
 @jit()
 def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, bufs, spare,
-               vec):  # fmt: skip
+               paired, vec):  # fmt: skip
     """Input gradient in scatter form, for images ``b`` in ``n0 .. n1-1``: for every pixel
     ``q`` of grad_out and tap ``t``, ``sum_k grad_out[b, k, q] * wt[(t*K + k)*CP + c]`` is
     added at ``(bases[q] + toff[t])*CP + c`` of the image's zero-padded gradient, kept
     pixel-major in ``buf``, whose interior then goes to ``out[b]``.
 
     grad_out (N, K, OH, OW); wt (taps*K*CP,): the weight as (KH, KW, K, CP), its channels
-    zero-padded to CP, a whole number of blocks; koff (K,): ``0 .. K-1``; toff (taps,):
-    ``i*dh*WP + j*dw``; bases (OH*OW,): pixel offsets; out (N, C, H, W); spare: HP*WP*CP,
-    where a spare pixel takes the repeats of a short last block. Scratch rows of ``part``:
+    zero-padded to CP, a whole number of blocks; or, if ``paired`` is not None (C fits one
+    vector of CP lanes), as (taps/2 rounded up, K, 2, CP), a block's two vectors two taps
+    (:func:`_paired_taps`; with ``paired=None``, Numba prunes that branch before it types
+    it, and compiles what the other layers need alone); koff (K,): ``0 .. K-1``; toff
+    (taps,): ``i*dh*WP + j*dw``; bases (OH*OW,): pixel offsets; out (N, C, H, W); spare:
+    HP*WP*CP, where a spare pixel takes the repeats of a short last block. Scratch rows of ``part``:
     gts (OH*OW*K): one image of grad_out, pixel-major (read channel-major, rows OH*OW apart
     would fall in one cache set when OH*OW*4 is a multiple of 4 KiB); bufs ((HP*WP + 1)*CP):
     the padded gradient and the spare.
@@ -277,8 +309,8 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
     c, h, w = out.shape[1], out.shape[2], out.shape[3]
     wp = w + 2 * pw
     p, taps = bases.size, toff.size
-    cp = wt.size // (taps * k)
     lane = lanes(wt, vec)
+    cp = lane if paired is not None else wt.size // (taps * k)
     outf = out.reshape(-1)
     for b in range(n0, n1):
         buf[: spare + cp] = 0
@@ -291,6 +323,10 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
             q4, q5 = min(p0 + 4, last), min(p0 + 5, last)
             e0, e1, e2 = load(bases, p0) * cp, load(bases, q1) * cp, load(bases, q2) * cp
             e3, e4, e5 = load(bases, q3) * cp, load(bases, q4) * cp, load(bases, q5) * cp
+            if paired is not None:
+                _paired_taps(gt, p0, q1, q2, q3, q4, q5, count, e0, e1, e2, e3, e4, e5, k, koff,
+                             wt, toff, buf, spare, vec)  # fmt: skip
+                continue
             for t in range(taps):
                 d = load(toff, t) * cp
                 for c0 in range(0, cp, 2 * lane):
@@ -308,3 +344,21 @@ def grad_input(part, n0, n1, grad_out, wt, koff, toff, bases, ph, pw, out, gts, 
         for y in range(h):  # the interior rows of buf, pixel-major, to out's planes
             s = ((y + ph) * wp + pw) * cp
             _transpose(buf[s:], w, c, cp, outf[(b * c * h + y) * w :], h * w, vec)
+
+
+@jit(call=True)
+def _paired_taps(gt, p0, q1, q2, q3, q4, q5, count, e0, e1, e2, e3, e4, e5, k, koff, wt, toff,
+                 buf, spare, vec):  # fmt: skip
+    """:func:`grad_input`'s block of pixels ``p0, q1 .. q5`` (``count`` real ones, at ``e0
+    .. e5`` in ``buf``) for a weight in pairs of taps: blocks of 6 pixels x 2 taps, summed
+    over the K channels of grad_out, where 2 vectors of channels would be mostly padding."""
+    cp, taps = lanes(wt, vec), toff.size
+    first = np.int64(0)
+    for t in range(0, taps, 2):
+        u = vzero(wt, vec)
+        acc = (u, u, u, u, u, u, u, u, u, u, u, u)
+        acc = _block(gt, p0 * k, q1 * k, q2 * k, q3 * k, q4 * k, q5 * k, koff, first, k,
+                     wt, t * k * cp, 2 * cp, acc, vec)  # fmt: skip
+        right = load(toff, t + 1) * cp if t + 1 < taps else -1  # -1: no second tap
+        _add_split(buf, e0, e1, e2, e3, e4, e5, count, load(toff, t) * cp, right, spare, acc,
+                   vec)  # fmt: skip

@@ -13,7 +13,8 @@ The kernels (:mod:`fastcnn._kernels.conv` runs them):
   block's reduction would be too short to pay for its setup. Forward and weight gradient
   at stride 1; input gradient at any stride.
 - ``direct`` (:mod:`fastcnn._kernels.conv_direct`): register blocks of 6 pixels x 2 vectors
-  of channels; any geometry and channel count (channels padded to whole blocks).
+  of channels; any geometry and channel count (channels padded to whole blocks; the input
+  gradient of channels that fit one vector takes blocks of 6 pixels x 2 taps instead).
 """
 
 from __future__ import annotations
