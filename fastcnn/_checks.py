@@ -10,6 +10,7 @@ This module imports NumPy only: ``fastcnn.reference`` must stay free of Numba.
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import NamedTuple
 
@@ -135,6 +136,9 @@ def as_float(value, name: str, op: str, *, low=None, high=None, low_open=False) 
 
 def as_shape(value, name: str, op: str, ndim: int) -> tuple[int, ...]:
     """Check a shape given as a sequence of ``ndim`` non-negative ints."""
+    if type(value) is tuple and len(value) == ndim and {*map(type, value)} == {int}:
+        if min(value) >= 0:
+            return value  # an array's own shape, on every call: the checks below, faster
     if not isinstance(value, (tuple, list)) or not all(map(_is_int, value)):
         raise TypeError(f"{op}: {name} must be a tuple of {ndim} ints, got {value!r}")
     if len(value) != ndim or min(value) < 0:
@@ -200,6 +204,19 @@ def _grad_out(grad_out, op: str, expected: tuple[int, ...]) -> None:
 
 
 def _conv_geometry(op, input_shape, weight_shape, stride, padding, dilation) -> ConvGeometry:
+    if _plain(stride) and _plain(padding) and _plain(dilation):
+        return _known_conv_geometry(op, input_shape, weight_shape, stride, padding, dilation)
+    return _new_conv_geometry(op, input_shape, weight_shape, stride, padding, dilation)
+
+
+def _plain(value) -> bool:
+    """An int or a pair of ints, exactly: a memo key that no other value equals (``True``
+    and ``1.0`` equal ``1`` as keys, and must still be refused)."""
+    t = type(value)
+    return t is int or (t is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int)
+
+
+def _new_conv_geometry(op, input_shape, weight_shape, stride, padding, dilation) -> ConvGeometry:
     n, c, h, w = input_shape
     k, wc, kh, kw = weight_shape
     sh, sw = as_pair(stride, "stride", op, minimum=1)
@@ -220,6 +237,11 @@ def _conv_geometry(op, input_shape, weight_shape, stride, padding, dilation) -> 
             f"input {(h + 2 * ph, w + 2 * pw)}"
         )
     return ConvGeometry(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+# A layer asks for the same geometry on every call: the checks above run once per
+# combination of shapes and plain settings (a bad one raises, and nothing is kept).
+_known_conv_geometry = functools.lru_cache(maxsize=1024)(_new_conv_geometry)
 
 
 def conv2d_args(x, weight, bias, stride, padding, dilation) -> ConvGeometry:

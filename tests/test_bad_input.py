@@ -901,3 +901,15 @@ def test_rejected_forward_leaves_the_layer_untouched():
         bn(a(2, 4, 4, 4))
     for key, value in bn.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_settings_equal_to_a_valid_one_stay_refused():
+    """The conv geometry is checked once per (shapes, settings) and kept: ``True``, ``1.0``
+    and ``(1, True)`` equal ``1`` and ``(1, 1)`` as keys, and must still be refused after
+    a valid call has kept those."""
+    fastcnn.functional.conv2d(X, W, stride=1, padding=(1, 1))
+    fastcnn.functional.conv2d(X, W, stride=(1, 1), padding=1)
+    for bad in (True, 1.0, (1, True), (1.0, 1), np.float64(1)):
+        for name in ("stride", "padding", "dilation"):
+            with pytest.raises(TypeError, match=f"{name} must be an int or a pair of ints"):
+                fastcnn.functional.conv2d(X, W, **{name: bad})

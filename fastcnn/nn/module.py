@@ -100,6 +100,9 @@ def uniform_init(rng: np.random.Generator, shape, fan_in: int, dtype: np.dtype) 
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
+_BOOKKEEPING = frozenset({"_cache", "_unbatched", "training"})
+
+
 class Module:
     """Base class of every layer and of :class:`~fastcnn.nn.Sequential`.
 
@@ -121,6 +124,9 @@ class Module:
         self._unbatched = False
 
     def __setattr__(self, name, value):
+        if name in _BOOKKEEPING:  # set on every call: never a parameter or a sub-module
+            object.__setattr__(self, name, value)
+            return
         params = self.__dict__.get("_parameters")
         if params is None:
             raise AttributeError(f"{type(self).__name__}: call Module.__init__() first")
