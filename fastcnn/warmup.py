@@ -82,7 +82,18 @@ def _conv_few_taps(dtype):
 
 
 def _conv_direct(dtype):
-    _conv(dtype, c=16, k=32, kernel=3, padding=1)
+    _conv(dtype, c=16, k=32, kernel=3, padding=1, ops=("forward", "grad_weight"))
+    _direct_grad_inputs(dtype)
+
+
+def _direct_grad_inputs(dtype):
+    """The direct input gradient's two blockings: input channels that fit one vector
+    (blocks of two taps) and more."""
+    from fastcnn._kernels.geometry import lanes
+
+    one_vector = lanes(dtype)
+    for c in (one_vector, one_vector + 1):
+        _conv(dtype, c=c, k=32, kernel=3, padding=1, ops=("grad_input",))
 
 
 #: A geometry that :mod:`fastcnn._kernels.plan` sends to each conv kernel, in every op.
@@ -91,6 +102,8 @@ PLAN_GEOMETRY = {"few_taps": {"c": 1, "k": 8}, "direct": {"c": 16, "k": 32}}
 
 def _conv_op(op, kernel):
     """A workload running one direction ``op`` of the conv kernel ``kernel``."""
+    if (op, kernel) == ("grad_input", "direct"):
+        return _direct_grad_inputs
     return lambda dtype: _conv(dtype, kernel=3, padding=1, ops=(op,), **PLAN_GEOMETRY[kernel])
 
 
