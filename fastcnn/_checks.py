@@ -465,8 +465,9 @@ def binary_cross_entropy_args(probs, targets, eps) -> float:
         raise ValueError(f"{op}: probs must not be empty, got shape {probs.shape}")
     eps = as_float(eps, "eps", op, low=0.0, high=0.5)
     for name, a in (("probs", probs), ("targets", targets)):
-        # NaN passes (it propagates); values outside [0, 1] are a caller's bug.
-        if np.any(a < 0) or np.any(a > 1):
+        # NaN passes (it propagates; fmin and fmax skip it); values outside [0, 1] are a
+        # caller's bug.
+        if np.fmin.reduce(a, axis=None) < 0 or np.fmax.reduce(a, axis=None) > 1:
             raise ValueError(
                 f"{op}: {name} must lie in [0, 1], got values in [{np.nanmin(a)}, {np.nanmax(a)}]"
             )
