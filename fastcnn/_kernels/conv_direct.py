@@ -128,24 +128,24 @@ def _add_split(dst, e0, e1, e2, e3, e4, e5, count, left, right, spare, acc, vec)
     go to the ``spare`` pixel."""
     a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51 = acc
     rc = count if right >= 0 else 0  # pixels whose second vector has a place
-    vstore(dst, e0 + left, vadd(vload(dst, e0 + left, vec), a00))
-    q = e0 + right if rc > 0 else spare
-    vstore(dst, q, vadd(vload(dst, q, vec), a01))
-    o, q = e1 + left if count > 1 else spare, e1 + right if rc > 1 else spare
-    vstore(dst, o, vadd(vload(dst, o, vec), a10))
-    vstore(dst, q, vadd(vload(dst, q, vec), a11))
-    o, q = e2 + left if count > 2 else spare, e2 + right if rc > 2 else spare
-    vstore(dst, o, vadd(vload(dst, o, vec), a20))
-    vstore(dst, q, vadd(vload(dst, q, vec), a21))
-    o, q = e3 + left if count > 3 else spare, e3 + right if rc > 3 else spare
-    vstore(dst, o, vadd(vload(dst, o, vec), a30))
-    vstore(dst, q, vadd(vload(dst, q, vec), a31))
-    o, q = e4 + left if count > 4 else spare, e4 + right if rc > 4 else spare
-    vstore(dst, o, vadd(vload(dst, o, vec), a40))
-    vstore(dst, q, vadd(vload(dst, q, vec), a41))
-    o, q = e5 + left if count > 5 else spare, e5 + right if rc > 5 else spare
-    vstore(dst, o, vadd(vload(dst, o, vec), a50))
-    vstore(dst, q, vadd(vload(dst, q, vec), a51))
+    _add_vector(dst, e0 + left, a00, vec)
+    _add_vector(dst, e0 + right if rc > 0 else spare, a01, vec)
+    _add_vector(dst, e1 + left if count > 1 else spare, a10, vec)
+    _add_vector(dst, e1 + right if rc > 1 else spare, a11, vec)
+    _add_vector(dst, e2 + left if count > 2 else spare, a20, vec)
+    _add_vector(dst, e2 + right if rc > 2 else spare, a21, vec)
+    _add_vector(dst, e3 + left if count > 3 else spare, a30, vec)
+    _add_vector(dst, e3 + right if rc > 3 else spare, a31, vec)
+    _add_vector(dst, e4 + left if count > 4 else spare, a40, vec)
+    _add_vector(dst, e4 + right if rc > 4 else spare, a41, vec)
+    _add_vector(dst, e5 + left if count > 5 else spare, a50, vec)
+    _add_vector(dst, e5 + right if rc > 5 else spare, a51, vec)
+
+
+@jit(inline=True)
+def _add_vector(dst, o, a, vec):
+    """``a`` added to the vector at ``dst[o]``."""
+    vstore(dst, o, vadd(vload(dst, o, vec), a))
 
 
 @jit(inline=True)
