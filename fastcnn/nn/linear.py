@@ -111,15 +111,12 @@ class Linear(Module):
         it to the array ``into`` (writes it, if not ``accumulate``): straight into
         ``weight.grad`` (written after ``zero_grad``), or, if that is not an array the
         kernels can write, into the layer's reused buffer, then added from there."""
-        grad, accumulate = self.weight.grad_into()
-        if grad.flags.c_contiguous and grad.flags.writeable:
-            add(grad, accumulate)
+        into = self.weight.grad_into()
+        if into is not None:
+            add(*into)
             return
         add(self._scratch_w, False)
-        if accumulate:
-            grad += self._scratch_w
-        else:
-            grad[...] = self._scratch_w
+        self.weight.add_grad(self._scratch_w)
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}", f"out_features={self.out_features}"]

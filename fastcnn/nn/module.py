@@ -72,9 +72,14 @@ class Parameter:
         else:
             self._grad += value
 
-    def grad_into(self) -> tuple[np.ndarray, bool]:
+    def grad_into(self) -> tuple[np.ndarray, bool] | None:
         """``(grad, accumulate)`` for a kernel that adds this step's gradient into an array
-        (``accumulate``) or writes all of it: after :meth:`zero_grad`, it must write."""
+        (``accumulate``) or writes all of it: after :meth:`zero_grad`, it must write.
+        ``None`` where ``grad`` is not an array a kernel can write (not C-contiguous, or
+        read-only: a user's assignment): then the caller computes the gradient elsewhere
+        and hands it to :meth:`add_grad`."""
+        if not (self._grad.flags.c_contiguous and self._grad.flags.writeable):
+            return None
         accumulate = not self._zero
         self._zero = False
         return self._grad, accumulate
