@@ -149,13 +149,14 @@ def max_pool_backward(grad_out, indices, grad_x):
     grad_out, indices: (P, OH*OW); grad_x: (P, H*W). Windows may overlap (several k
     pointing at one element): a plane belongs to one part, so its sums are serial.
     """
-    _over_planes(_max_pool_backward, grad_x, grad_out, indices)
+    _over_planes(_max_pool_backward, grad_x, grad_out, indices, grad_x.dtype.type(0))
 
 
 @jit()
-def _max_pool_backward(part, p0, p1, grad_x, grad_out, indices):
+def _max_pool_backward(part, p0, p1, grad_x, grad_out, indices, zero):
+    # ``zero`` is an argument: a loop storing the constant 0 becomes a memset call per
+    # plane, whose start-up costs more than plain vector stores on rows of a few KiB.
     size = grad_x.shape[1]
-    zero = grad_x.dtype.type(0)
     for p in range(p0, p1):
         for k in range(size):
             grad_x[p, k] = zero
