@@ -19,6 +19,7 @@ Numba and fastcnn's kernels.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,18 +82,21 @@ def _conv_few_taps(dtype):
     _conv(dtype, c=3, k=16, kernel=2, padding=0, stride=2)  # the input gradient, strided
 
 
-def _conv_direct(dtype):
+def _conv_direct(dtype, paired=True):
+    """The direct kernel's three directions; ``paired``: the input gradient's blocking for
+    input channels that fit one vector too, which a net whose direct layers all have more
+    (the LeNet's) never runs."""
     _conv(dtype, c=16, k=32, kernel=3, padding=1, ops=("forward", "grad_weight"))
-    _direct_grad_inputs(dtype)
+    _direct_grad_inputs(dtype, paired)
 
 
-def _direct_grad_inputs(dtype):
-    """The direct input gradient's two blockings: input channels that fit one vector
-    (blocks of two taps) and more."""
+def _direct_grad_inputs(dtype, paired=True):
+    """The direct input gradient's blockings: input channels that fit one vector (blocks
+    of two taps; if ``paired``) and more."""
     from fastcnn._kernels.geometry import lanes
 
     one_vector = lanes(dtype)
-    for c in (one_vector, one_vector + 1):
+    for c in (one_vector, one_vector + 1)[not paired :]:
         _conv(dtype, c=c, k=32, kernel=3, padding=1, ops=("grad_input",))
 
 
@@ -224,6 +228,7 @@ WORKLOADS = {
     "conv first layer": (_conv_first_layer, 4.5),
     "conv few_taps": (_conv_few_taps, 6),
     "conv direct": (_conv_direct, 6.5),
+    "conv direct, wide": (functools.partial(_conv_direct, paired=False), 5.5),
     "conv bias": (_conv_bias, 0.7),
     "pool 2x2": (_pool_2x2, 1),
     "pool": (_pool, 1),
@@ -246,11 +251,12 @@ WORKLOADS = {
 }
 #: What a step of ``fastcnn train``'s LeNet compiles (its SGD; with ``--batchnorm`` and
 #: ``--optimizer adam``, add ``batchnorm`` and ``adam``).
-LENET = ("conv first layer", "conv direct", "conv bias", "pool 2x2", "relu", "linear",
+LENET = ("conv first layer", "conv direct, wide", "conv bias", "pool 2x2", "relu", "linear",
          "cross entropy", "sgd")  # fmt: skip
 CONV_OPS = tuple(conv_job(op, kernel) for op in plan.OPS for kernel in PLAN_GEOMETRY)
-# "conv few_taps" and "conv direct" cover the first layer's kernels and CONV_OPS'
-ALL = tuple(name for name in WORKLOADS if name != "conv first layer" and name not in CONV_OPS)
+# "conv few_taps" and "conv direct" compile all that these do
+_PARTS = ("conv first layer", "conv direct, wide", *CONV_OPS)
+ALL = tuple(name for name in WORKLOADS if name not in _PARTS)
 
 
 def jobs(names=None, dtypes=("float32",)) -> list[tuple[str, str]]:
