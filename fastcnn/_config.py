@@ -37,7 +37,8 @@ def jit(inline: bool = False, call: bool = False, python: bool = False, new_view
     - ``jit(call=True)``: a helper that runs once per image or band (a copy, a transpose),
       left to LLVM to call: inlined into a kernel's loop nest, its loops made LLVM's loop
       analyses over the whole nest much slower, for a call that costs nothing.
-    - ``jit(python=True)``: called from Python (the launcher, a small sum).
+    - ``jit(python=True)``: called from Python (the launcher, a small sum): a Python
+      wrapper, but no C wrapper either.
 
     Helpers only borrow their arrays, so they are compiled without reference counting
     (``_nrt=False``): else each call counts a reference up and down on every array it
@@ -51,9 +52,9 @@ def jit(inline: bool = False, call: bool = False, python: bool = False, new_view
     if inline + call + python > 1:
         raise ValueError("jit: at most one of inline, call and python")
     # Numba wants a mutable set (a frozenset is rejected at compile time).
-    options = {**JIT_OPTIONS, "fastmath": set(FASTMATH)}
+    options = {**JIT_OPTIONS, "fastmath": set(FASTMATH), "no_cfunc_wrapper": True}
     if not python:
-        options.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        options["no_cpython_wrapper"] = True
     if inline or call:
         options["_nrt"] = new_views
     if inline:

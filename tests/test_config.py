@@ -113,8 +113,9 @@ def test_every_kernel_is_built_with_the_shared_options(path):
         assert options["nogil"] is True, name
         assert options["error_model"] == "numpy", name
         assert isinstance(kernel._cache, RobustCache), f"{name} is not cached"
+        assert options["no_cfunc_wrapper"], name
         if options.get("no_cpython_wrapper"):  # a kernel, run by its native code, or a helper
-            assert options["no_cfunc_wrapper"] and isinstance(kernel, NativeOnly), name
+            assert isinstance(kernel, NativeOnly), name
         else:
             assert name in CALLED_FROM_PYTHON, name
 
