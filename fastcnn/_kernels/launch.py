@@ -111,16 +111,20 @@ def _launch(address, parts, n, args, threads):
     _parallel_for(address, parts, n, args, threads)
 
 
-_addresses: dict = {}
+_launchers: dict = {}
 
 
-def _compile(kernel, args: tuple, key) -> int:
-    """The address of ``kernel``'s native code for ``(part, start, stop, *args)``, compiled
-    or loaded from Numba's cache, kept in ``_addresses[key]``."""
+def _compile(kernel, args: tuple, key) -> tuple:
+    """``kernel``'s launcher for the types of ``args``, kept in ``_launchers[key]``: the
+    Python entry point of :func:`_launch` for them and the address of ``kernel``'s native
+    code for ``(part, start, stop, *args)``, each compiled or loaded from Numba's cache."""
     sig = (types.int64,) * 3 + tuple(numba.typeof(a) for a in args)
     kernel.compile(sig)
     result = kernel.overloads[sig]
-    found = _addresses[key] = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+    address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+    launcher = (types.int64,) * 3 + (numba.typeof(args), types.int64)
+    _launch.compile(launcher)
+    found = _launchers[key] = (_launch.overloads[launcher].entry_point, address)
     return found
 
 
@@ -129,7 +133,8 @@ def launch(kernel, parts: int, n: int, args: tuple, threads: int) -> None:
     ``range(n)``, on up to ``threads`` threads of Numba's pool (one part: on this thread);
     returns when all are done."""
     # The fingerprint is what Numba's dispatchers key their own type lookups on: the
-    # types of the arguments, in a fraction of a microsecond.
+    # types of the arguments, in a fraction of a microsecond. With it, the launcher's
+    # entry point is called directly, without the dispatcher's second lookup of the types.
     key = (kernel, _dispatcher.compute_fingerprint(args))
-    found = _addresses.get(key)
-    _launch(_compile(kernel, args, key) if found is None else found, parts, n, args, threads)
+    entry, address = _launchers.get(key) or _compile(kernel, args, key)
+    entry(address, parts, n, args, threads)
