@@ -445,7 +445,7 @@ def cross_entropy_args(logits, targets) -> None:
     if n == 0 or c == 0:
         raise ValueError(f"{op}: logits must have at least one row and one class, got {(n, c)}")
     # One reduction: seen as unsigned, a negative index is larger than any class count.
-    if int(targets.view(f"u{targets.itemsize}").max()) >= c:
+    if int(targets.view(targets.dtype.str.replace("i", "u")).max()) >= c:
         lo, hi = int(targets.min()), int(targets.max())
         raise ValueError(
             f"{op}: targets must be class indices in [0, {c}), got values in [{lo}, {hi}]"

@@ -430,6 +430,17 @@ def test_huge_logits_stay_finite(dtype):
     assert_close(y, R.sigmoid(logits), dtype)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", ">i4", ">u2", "<u8"])
+def test_cross_entropy_takes_targets_of_any_integer_dtype(dtype):
+    """Targets of any integer dtype and byte order give int64's result (the range check
+    reads them as unsigned integers of their own size and order)."""
+    logits = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    targets = np.array([0, 3, 1, 2, 3])
+    want = F.cross_entropy(logits, targets)
+    got = F.cross_entropy(logits, targets.astype(dtype))
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
 def test_bce_at_exact_zero_and_one_stays_finite():
     probs = np.array([0.0, 1.0, 0.0, 1.0], np.float32)
     targets = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
