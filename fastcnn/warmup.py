@@ -96,7 +96,7 @@ def _direct_grad_inputs(dtype, paired=True):
     from fastcnn._kernels.geometry import lanes
 
     one_vector = lanes(dtype)
-    for c in (one_vector, one_vector + 1)[not paired :]:
+    for c in (one_vector, one_vector + 1) if paired else (one_vector + 1,):
         _conv(dtype, c=c, k=32, kernel=3, padding=1, ops=("grad_input",))
 
 
