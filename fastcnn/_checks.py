@@ -287,8 +287,14 @@ def conv2d_grad_bias_args(grad_out) -> None:
 
 def max_pool2d_args(x, kernel_size, stride, padding) -> PoolGeometry:
     """Check the arguments of ``max_pool2d``; ``stride=None`` means the kernel size."""
+    float_array(x, "x", "max_pool2d", 4, "(N, C, H, W)")
+    if _plain(kernel_size) and (stride is None or _plain(stride)) and _plain(padding):
+        return _known_pool_geometry(x.shape, kernel_size, stride, padding)
+    return _new_pool_geometry(x.shape, kernel_size, stride, padding)
+
+
+def _new_pool_geometry(shape, kernel_size, stride, padding) -> PoolGeometry:
     op = "max_pool2d"
-    float_array(x, "x", op, 4, "(N, C, H, W)")
     kh, kw = as_pair(kernel_size, "kernel_size", op, minimum=1)
     sh, sw = (kh, kw) if stride is None else as_pair(stride, "stride", op, minimum=1)
     ph, pw = as_pair(padding, "padding", op, minimum=0)
@@ -296,7 +302,7 @@ def max_pool2d_args(x, kernel_size, stride, padding) -> PoolGeometry:
         raise ValueError(
             f"{op}: padding must be at most half of kernel_size {(kh, kw)}, got {(ph, pw)}"
         )
-    n, c, h, w = x.shape
+    n, c, h, w = shape
     if h == 0 or w == 0:  # as torch: a window would hold padding only
         raise ValueError(f"{op}: x must have planes of at least one pixel, got {h}x{w}")
     oh = _out_size(h, kh, sh, ph, 1)
@@ -307,6 +313,10 @@ def max_pool2d_args(x, kernel_size, stride, padding) -> PoolGeometry:
             f"{(h + 2 * ph, w + 2 * pw)}"
         )
     return PoolGeometry(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+
+
+# Memoised as the conv geometry above.
+_known_pool_geometry = functools.lru_cache(maxsize=1024)(_new_pool_geometry)
 
 
 def max_pool2d_backward_args(grad_out, indices, input_shape) -> tuple[int, ...]:

@@ -32,6 +32,7 @@ from fastcnn._workspace import scratch
 GRAIN = 2_000_000
 BAND_BYTES = 12 << 10  # the direct forward's pixel-major band of sums
 CHUNK_BYTES = 24 << 10  # the direct forward's weights per pass over a band (L1)
+_VEC = token(VECTOR_BYTES)  # the intrinsics' width argument
 
 
 def _parts(g) -> int:
@@ -41,6 +42,12 @@ def _parts(g) -> int:
 def _rows(name: str, parts: int, size: int, dtype) -> np.ndarray:
     """Scratch of ``parts`` rows of ``size`` elements, each row on cache lines of its own."""
     return scratch(name, (parts, -(-size // 16) * 16 + 16), dtype)
+
+
+# A layer calls an op with the same geometry every step: what a kernel needs besides the
+# data (offset tables, block sizes, scratch sizes) is worked out once per geometry, dtype
+# and part count by the ``_*_layout`` functions below and kept.
+_layout = functools.lru_cache(maxsize=256)
 
 
 def forward(x, weight, bias, g, out, kernel=None):
@@ -84,7 +91,7 @@ def grad_bias(grad_out, out):
     """``out (K,)``: ``grad_out (N, K, OH, OW)`` summed over images and pixels."""
     n, k, oh, ow = grad_out.shape
     count = _threads.parts(k, grad_out.size, _threads.GRAIN_ELEMENTS)
-    _threads.run(_bias_sums, count, k, grad_out.reshape(n, k, oh * ow), out, token(VECTOR_BYTES))
+    _threads.run(_bias_sums, count, k, grad_out.reshape(n, k, oh * ow), out, _VEC)
 
 
 @jit()
@@ -105,78 +112,96 @@ def _bias_sums(part, k0, k1, grad_out, out, vec):
 # --- direct ----------------------------------------------------------------------------
 
 
-def _planes(g, parts: int, dtype):
-    """Scratch rows for one image's zero-padded planes per part (empty without padding)."""
-    size = g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw) if g.ph or g.pw else 0
-    return _rows("conv.planes", parts, size, dtype)
+def _plane_size(g) -> int:
+    """Elements of one image's zero-padded planes (0 without padding: none are made)."""
+    return g.c * (g.h + 2 * g.ph) * (g.w + 2 * g.pw) if g.ph or g.pw else 0
 
 
-def _direct_forward(x, weight, bias, g, out):
-    dtype = x.dtype
+@_layout
+def _direct_forward_layout(g, dtype):
+    """(padded channels, tap offsets, pixel offsets, pixels per band, weights per chunk)."""
     kp = padded_channels(g.k, dtype)
-    taps = g.c * g.kh * g.kw
-    wt = scratch("conv.weight", (taps, kp), dtype)
-    wt[:, : g.k] = weight.reshape(g.k, taps).T
-    wt[:, g.k :] = 0
-    b = scratch("conv.bias", (kp,), dtype)
-    b[: g.k] = 0 if bias is None else bias
-    b[g.k :] = 0
     wp = g.w + 2 * g.pw
     toff = tap_offsets(g.c, g.kh, g.kw, g.h + 2 * g.ph, wp, g.dh, g.dw)
     bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
     step = math.lcm(conv_direct.PIXELS, lanes(dtype))
-    rows = max(1, BAND_BYTES // (kp * x.itemsize * step)) * step
-    chunk = max(1, CHUNK_BYTES // (kp * x.itemsize))
-    parts = _parts(g)
-    xps, bands = _planes(g, parts, dtype), _rows("conv.band", parts, rows * kp, dtype)
+    rows = max(1, BAND_BYTES // (kp * dtype.itemsize * step)) * step
+    chunk = max(1, CHUNK_BYTES // (kp * dtype.itemsize))
+    return kp, toff, bases, rows, chunk
+
+
+def _direct_forward(x, weight, bias, g, out):
+    dtype, parts = x.dtype, _parts(g)
+    kp, toff, bases, rows, chunk = _direct_forward_layout(g, dtype)
+    taps = g.c * g.kh * g.kw
+    wt = scratch("conv.weight", (taps, kp), dtype)
+    wt[:, : g.k] = weight.reshape(g.k, taps).T
+    b = scratch("conv.bias", (kp,), dtype)
+    b[: g.k] = 0 if bias is None else bias
+    if kp > g.k:
+        wt[:, g.k :] = 0
+        b[g.k :] = 0
+    xps = _rows("conv.planes", parts, _plane_size(g), dtype)
+    bands = _rows("conv.band", parts, rows * kp, dtype)
     _threads.run(conv_direct.forward, parts, g.n, x, wt.reshape(-1), b, toff, bases, g.ph, g.pw,
-                 out, xps, bands, rows, chunk, token(VECTOR_BYTES))  # fmt: skip
+                 out, xps, bands, rows, chunk, _VEC)  # fmt: skip
+
+
+@_layout
+def _direct_grad_weight_layout(g, dtype):
+    """(padded channels, tap offsets, pixel offsets)."""
+    wp = g.w + 2 * g.pw
+    toff = tap_offsets(g.c, g.kh, g.kw, g.h + 2 * g.ph, wp, g.dh, g.dw)
+    return padded_channels(g.k, dtype), toff, pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
 
 
 def _direct_grad_weight(x, grad_out, g, out):
-    dtype = x.dtype
-    kp = padded_channels(g.k, dtype)
+    dtype, parts = x.dtype, _parts(g)
+    kp, toff, bases = _direct_grad_weight_layout(g, dtype)
     taps = g.c * g.kh * g.kw
-    wp = g.w + 2 * g.pw
-    toff = tap_offsets(g.c, g.kh, g.kw, g.h + 2 * g.ph, wp, g.dh, g.dw)
-    bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
-    parts = _parts(g)
     partials = _rows("conv.partial", parts, taps * kp, dtype)
-    xps, gos = _planes(g, parts, dtype), _rows("conv.grad_out", parts, g.oh * g.ow * kp, dtype)
+    xps = _rows("conv.planes", parts, _plane_size(g), dtype)
+    gos = _rows("conv.grad_out", parts, g.oh * g.ow * kp, dtype)
     _threads.run(conv_direct.grad_weight, parts, g.n, x, grad_out, toff, bases, g.ph, g.pw, kp,
-                 partials, xps, gos, token(VECTOR_BYTES))  # fmt: skip
+                 partials, xps, gos, _VEC)  # fmt: skip
     total = _sum_parts(partials)[: taps * kp].reshape(taps, kp)
     out.reshape(g.k, taps)[...] = total[:, : g.k].T
 
 
-def _direct_grad_input(weight, grad_out, g, out):
-    dtype = weight.dtype
-    # Channels that fit one vector: blocks of two taps, not of two vectors of channels
-    # (at least half of which would be padding).
+@_layout
+def _direct_grad_input_layout(g, dtype):
+    """(paired, channels per block, tap offsets, pixel offsets, channel table). Channels
+    that fit one vector take blocks of two taps, not of two vectors of channels (at least
+    half of which would be padding)."""
     paired = g.c <= lanes(dtype)
+    cp = lanes(dtype) if paired else padded_channels(g.c, dtype)
+    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
+    toff = tap_offsets(1, g.kh, g.kw, hp, wp, g.dh, g.dw)
+    bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
+    return paired, cp, toff, bases, _channels(g.k)
+
+
+def _direct_grad_input(weight, grad_out, g, out):
+    dtype, parts = weight.dtype, _parts(g)
+    paired, cp, toff, bases, koff = _direct_grad_input_layout(g, dtype)
     taps = g.kh * g.kw
     if paired:
-        cp = lanes(dtype)
         wt = scratch("conv.weight", ((taps + 1) // 2, g.k, 2, cp), dtype)
         wt[...] = 0
         for j in (0, 1):  # taps j, j + 2, ...: the block's vector j
             w_j = weight.reshape(g.k, g.c, taps)[:, :, j::2]
             wt[: w_j.shape[2], :, j, : g.c] = w_j.transpose(2, 0, 1)
     else:
-        cp = padded_channels(g.c, dtype)
         wt = scratch("conv.weight", (g.kh, g.kw, g.k, cp), dtype)
         wt[..., : g.c] = weight.transpose(2, 3, 0, 1)
-        wt[..., g.c :] = 0
-    hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
-    toff = tap_offsets(1, g.kh, g.kw, hp, wp, g.dh, g.dw)
-    bases = pixel_offsets(g.oh, g.ow, g.sh, g.sw, wp)
-    koff = _channels(g.k)
-    parts = _parts(g)
+        if cp > g.c:
+            wt[..., g.c :] = 0
+    plane = (g.h + 2 * g.ph) * (g.w + 2 * g.pw)
     gts = _rows("conv.grad_out", parts, g.oh * g.ow * g.k, dtype)
-    bufs = _rows("conv.gradient", parts, (hp * wp + 1) * cp, dtype)
+    bufs = _rows("conv.gradient", parts, (plane + 1) * cp, dtype)
     _threads.run(conv_direct.grad_input, parts, g.n, grad_out, wt.reshape(-1), koff, toff, bases,
-                 g.ph, g.pw, out, gts, bufs, hp * wp * cp, True if paired else None,
-                 token(VECTOR_BYTES))  # fmt: skip
+                 g.ph, g.pw, out, gts, bufs, plane * cp, True if paired else None,
+                 _VEC)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
@@ -189,45 +214,55 @@ def _channels(k: int) -> np.ndarray:
 # --- few taps --------------------------------------------------------------------------
 
 
+@_layout
+def _few_taps_forward_layout(g, dtype):
+    """(column row stride, column offsets): a column row runs on to whole pixel blocks."""
+    block = conv_few_taps.PIXEL_VECTORS * lanes(dtype)
+    p, hp = g.oh * g.ow, g.h + 2 * g.ph
+    stride = hp * g.ow + -(-p // block) * block - p
+    return stride, conv_few_taps.column_offsets(g.c, g.kh, g.kw, g.dh, g.ow, stride)
+
+
 def _few_taps_forward(x, weight, bias, g, out):
-    dtype = x.dtype
+    dtype, parts = x.dtype, _parts(g)
+    stride, coff = _few_taps_forward_layout(g, dtype)
     if bias is None:
         bias = scratch("conv.bias", (g.k,), dtype)
         bias[:] = 0
     block = conv_few_taps.PIXEL_VECTORS * lanes(dtype)
-    p, hp = g.oh * g.ow, g.h + 2 * g.ph
-    stride = hp * g.ow + -(-p // block) * block - p  # a column row, run on to whole blocks
-    coff = conv_few_taps.column_offsets(g.c, g.kh, g.kw, g.dh, g.ow, stride)
-    parts = _parts(g)
     colss = _rows("conv.columns", parts, g.c * g.kw * stride, dtype)
     tails = _rows("conv.tail", parts, conv_few_taps.CHANNELS * block, dtype)
     _threads.run(conv_few_taps.forward, parts, g.n, x, weight, bias, g.ph, g.pw, g.dh, g.dw, coff,
-                 out, colss, stride, tails, token(VECTOR_BYTES))  # fmt: skip
+                 out, colss, stride, tails, _VEC)  # fmt: skip
+
+
+@_layout
+def _few_taps_grad_weight_layout(g, dtype):
+    """(column row stride, column offsets)."""
+    stride = (g.h + 2 * g.ph) * g.ow
+    return stride, conv_few_taps.column_offsets(g.c, g.kh, g.kw, g.dh, g.ow, stride)
 
 
 def _few_taps_grad_weight(x, grad_out, g, out):
-    dtype = x.dtype
+    dtype, parts = x.dtype, _parts(g)
+    stride, coff = _few_taps_grad_weight_layout(g, dtype)
     taps, lane = g.c * g.kh * g.kw, lanes(dtype)
-    stride = (g.h + 2 * g.ph) * g.ow
-    coff = conv_few_taps.column_offsets(g.c, g.kh, g.kw, g.dh, g.ow, stride)
-    parts = _parts(g)
     partials = _rows("conv.partial", parts, g.k * taps * lane, dtype)
     colss = _rows("conv.columns", parts, g.c * g.kw * stride, dtype)
     _threads.run(conv_few_taps.grad_weight, parts, g.n, x, grad_out, g.kh, g.kw, g.ph, g.pw, g.dh,
-                 g.dw, coff, partials, colss, stride, token(VECTOR_BYTES))  # fmt: skip
+                 g.dw, coff, partials, colss, stride, _VEC)  # fmt: skip
     total = _sum_parts(partials)[: g.k * taps * lane]
     out.reshape(-1)[:] = total.reshape(g.k * taps, lane).sum(axis=1)
 
 
 def _few_taps_grad_input(weight, grad_out, g, out):
-    dtype = weight.dtype
+    dtype, parts = weight.dtype, _parts(g)
     block = conv_few_taps.PRODUCT_VECTORS * lanes(dtype)
     taps, p = g.c * g.kh * g.kw, g.oh * g.ow
     padded = -(-p // block) * block
-    parts = _parts(g)
     prods = _rows("conv.products", parts, taps * padded, dtype)
     _threads.run(conv_few_taps.grad_input, parts, g.n, weight, grad_out, g.sh, g.sw, g.ph, g.pw,
-                 g.dh, g.dw, out, prods, padded, token(VECTOR_BYTES))  # fmt: skip
+                 g.dh, g.dw, out, prods, padded, _VEC)  # fmt: skip
 
 
 def _sum_parts(partials):

@@ -72,8 +72,18 @@ class Sequential(Module):
         return layers[index]
 
     def _schedule(self) -> list[Module]:
-        """The layers in the order they run: each ReLU-then-MaxPool2d pair swapped."""
-        layers = list(self)
+        """The layers in the order they run: each ReLU-then-MaxPool2d pair swapped. Kept
+        while the layers stay the same (a layer may be replaced by assignment)."""
+        layers = tuple(self._modules.values())
+        kept = self.__dict__.get("_kept_schedule")
+        if kept is not None and kept[0] == layers:
+            return kept[1]
+        schedule = self._swap_relu_pool(list(layers))
+        object.__setattr__(self, "_kept_schedule", (layers, schedule))
+        return schedule
+
+    @staticmethod
+    def _swap_relu_pool(layers: list[Module]) -> list[Module]:
         i = 0
         while i + 1 < len(layers):
             if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d:

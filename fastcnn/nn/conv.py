@@ -60,25 +60,22 @@ class Conv2d(Module):
             Parameter(uniform_init(rng, (self.out_channels,), fan_in, dtype)) if has_bias else None
         )
 
-    def _geometry(self):
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
-
     def _forward(self, x):
         self._check_channels(x, self.in_channels, "in_channels")
         bias = None if self.bias is None else self.bias.data
-        y = F.conv2d(x, self.weight.data, bias, **self._geometry())
+        y = F.conv2d(x, self.weight.data, bias, self.stride, self.padding, self.dilation)
         self._cache = x
         return y
 
     def _backward(self, grad_out, need_input_grad):
-        x = self._cache
-        g = self._geometry()
-        self.weight.add_grad(F.conv2d_grad_weight(x, self.weight.data.shape, grad_out, **g))
+        x, w = self._cache, self.weight.data
+        s, p, d = self.stride, self.padding, self.dilation
+        self.weight.add_grad(F.conv2d_grad_weight(x, w.shape, grad_out, s, p, d))
         if self.bias is not None:
             self.bias.add_grad(F.conv2d_grad_bias(grad_out))
         if not need_input_grad:
             return None
-        return F.conv2d_grad_input(x.shape, self.weight.data, grad_out, **g)
+        return F.conv2d_grad_input(x.shape, w, grad_out, s, p, d)
 
     def extra_repr(self) -> str:
         parts = [str(self.in_channels), str(self.out_channels)]

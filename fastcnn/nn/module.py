@@ -152,8 +152,8 @@ class Module:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply the layer to a batch (or one unbatched sample) and cache for backward."""
-        op = type(self).__name__
         if not isinstance(x, np.ndarray):
+            op = type(self).__name__
             raise TypeError(f"{op}: x must be a numpy.ndarray, got {type(x).__name__}")
         self._unbatched = self._batched_ndim is not None and x.ndim == self._batched_ndim - 1
         if self._unbatched:
@@ -176,6 +176,12 @@ class Module:
         Returns:
             The gradient with respect to the last input (its shape and dtype), or ``None``.
         """
+        if learning_rate is not None or self._cache is None or type(grad_out) is not np.ndarray:
+            self._refuse_backward(grad_out, learning_rate)
+        return self._backward_maybe_unbatched(grad_out, need_input_grad)
+
+    def _refuse_backward(self, grad_out, learning_rate) -> None:
+        """Raise the error for a ``backward`` call that cannot run (kept out of its path)."""
         op = type(self).__name__
         if learning_rate is not None:
             raise TypeError(
@@ -190,7 +196,6 @@ class Module:
             raise TypeError(
                 f"{op}: grad_out must be a numpy.ndarray, got {type(grad_out).__name__}"
             )
-        return self._backward_maybe_unbatched(grad_out, need_input_grad)
 
     def _check_channels(self, x, expected: int, name: str) -> None:
         """Reject an NCHW input whose channel count is not ``expected`` (``name``)."""

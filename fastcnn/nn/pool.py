@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastcnn import functional as F
 from fastcnn._checks import as_pair
+from fastcnn._kernels import pool
 from fastcnn.nn.module import Module
 
 __all__ = ["MaxPool2d"]
@@ -40,19 +43,31 @@ class MaxPool2d(Module):
 
     def _forward(self, x):
         y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        self._cache = (indices, x.shape)
+        self._cache = (indices, x.shape, y.dtype)
         return y
 
     def _backward(self, grad_out, need_input_grad):
         if not need_input_grad:
             return None
-        indices, input_shape = self._cache
+        indices, input_shape, dtype = self._cache
         if grad_out.shape != indices.shape:  # else the functional op blames ``indices``
             raise ValueError(
                 f"MaxPool2d: grad_out must have the last output's shape {indices.shape}, "
                 f"got {grad_out.shape}"
             )
-        return F.max_pool2d_backward(grad_out, indices, input_shape)
+        flags = grad_out.flags
+        if grad_out.dtype != dtype or not (flags.c_contiguous and flags.writeable):
+            return F.max_pool2d_backward(grad_out, indices, input_shape)  # checks, converts
+        # The indices are the forward's own, in range by construction: no scan over them.
+        n, c, h, w = input_shape
+        planes, per_plane = n * c, indices.shape[2] * indices.shape[3]
+        grad_x = np.empty(input_shape, grad_out.dtype)
+        pool.max_pool_backward(
+            grad_out.reshape(planes, per_plane),
+            indices.reshape(planes, per_plane),
+            grad_x.reshape(planes, h * w),
+        )
+        return grad_x
 
     def extra_repr(self) -> str:
         parts = [f"kernel_size={_short(self.kernel_size)}"]
