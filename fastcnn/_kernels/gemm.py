@@ -134,19 +134,14 @@ def _product(part, block0, block1, a, row_step, col_step, b, c, accumulate, vec)
             vstore(cf, i5 * n + j0 + lane, a51)
 
 
-def outer_update(g, x, c, scale, w=None, grad_x=None, accumulate=True) -> None:
-    """``c (M, N) += scale * outer(g (M,), x (N,))`` (``=`` if not ``accumulate``); first,
-    if ``grad_x`` (N,) is given, ``grad_x = g @ w`` with ``w`` (M, N) as it was before the
-    update (``w`` may be ``c``). ``c`` and ``grad_x`` C-contiguous and writeable, all of one
-    float dtype; ``scale`` a Python float."""
+def outer_update(g, x, c, scale, accumulate=True) -> None:
+    """``c (M, N) += scale * outer(g (M,), x (N,))`` (``=`` if not ``accumulate``); ``c``
+    C-contiguous and writeable, all of one float dtype; ``scale`` a Python float. (An input
+    gradient ``g @ w`` is BLAS's matrix-vector product, best taken apart: fused into this
+    pass over the rows, it made the pass slower than the two passes together.)"""
     g, x = (np.require(a, c.dtype, "CW") for a in (g, x))
     m, n = c.shape
-    need_grad = grad_x is not None
-    if need_grad and not w.flags.c_contiguous:  # a user's strided weight: read a copy
-        w = np.ascontiguousarray(w)
     if m == 0 or n == 0:
-        if need_grad:
-            grad_x[...] = 0
         return
     if accumulate:
         old, old_step = c.reshape(-1), n
@@ -155,44 +150,28 @@ def outer_update(g, x, c, scale, w=None, grad_x=None, accumulate=True) -> None:
         old[:] = 0
     blocks = -(-n // (VECTOR_BYTES // c.itemsize))
     count = _threads.parts(blocks, m * n, GRAIN)
-    w, grad_x = (w, grad_x) if need_grad else (c, x)  # unused stand-ins: one specialisation
-    vec = token(VECTOR_BYTES)
-    _threads.run(_outer_update, count, blocks, g, x, c, float(scale), old, old_step, w, grad_x,
-                 need_grad, vec)  # fmt: skip
+    _threads.run(_outer_update, count, blocks, g, x, c, float(scale), old, old_step,
+                 token(VECTOR_BYTES))  # fmt: skip
 
 
 @jit()
-def _outer_update(part, block0, block1, g, x, c, scale, old, old_step, w, grad_x, need_grad,
-                  vec):  # fmt: skip
-    """For the columns of vector blocks ``block0 .. block1-1``: ``grad_x[j] = sum_i g[i] *
-    w[i, j]`` (if ``need_grad``) and ``c[i, j] = old[i*old_step + j] + scale * g[i] * x[j]``,
-    both in one pass over the rows; ``old`` is ``c`` (flat, ``old_step`` N) or one row of
-    zeros (``old_step`` 0)."""
+def _outer_update(part, block0, block1, g, x, c, scale, old, old_step, vec):
+    """For the columns of vector blocks ``block0 .. block1-1``: ``c[i, j] = old[i*old_step +
+    j] + scale * g[i] * x[j]``; ``old`` is ``c`` (flat, ``old_step`` N) or one row of zeros
+    (``old_step`` 0)."""
     m, n = c.shape
-    cf, wf = c.reshape(-1), w.reshape(-1)
+    cf = c.reshape(-1)
     lane = lanes(cf, vec)
     j0, j1 = block0 * lane, min(n, block1 * lane)
     whole = j0 + (j1 - j0) // lane * lane
-    if need_grad:
-        grad_x[j0:j1] = 0
     for i in range(m):
         row, orow = i * n, i * old_step
         step = cf.dtype.type(scale) * g[i]
         sv = vfill(cf, step, vec)
-        if need_grad:  # w's row read before c's is written: w may be c
-            gi = vfill(cf, g[i], vec)
-            for j in range(j0, whole, lane):
-                wv, cv = vload(wf, row + j, vec), vload(old, orow + j, vec)
-                vstore(grad_x, j, vfma(gi, wv, vload(grad_x, j, vec)))
-                vstore(cf, row + j, vfma(sv, vload(x, j, vec), cv))
-            for j in range(whole, j1):
-                grad_x[j] += g[i] * wf[row + j]
-                cf[row + j] = old[orow + j] + step * x[j]
-        else:
-            for j in range(j0, whole, lane):
-                vstore(cf, row + j, vfma(sv, vload(x, j, vec), vload(old, orow + j, vec)))
-            for j in range(whole, j1):
-                cf[row + j] = old[orow + j] + step * x[j]
+        for j in range(j0, whole, lane):
+            vstore(cf, row + j, vfma(sv, vload(x, j, vec), vload(old, orow + j, vec)))
+        for j in range(whole, j1):
+            cf[row + j] = old[orow + j] + step * x[j]
 
 
 def dots(a, b, out) -> None:

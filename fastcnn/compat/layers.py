@@ -82,9 +82,8 @@ class Dense(Layer):
     Shapes: input (input_size, 1), output (output_size, 1); ``weights`` (output_size,
     input_size), ``bias`` (output_size, 1), both from the standard normal.
 
-    Backward is one pass over the weights, row by row: the input gradient ``weights.T @
-    output_gradient`` from each row as it was, then the step ``weights -= learning_rate *
-    output_gradient @ input.T`` on it.
+    Backward takes the input gradient ``weights.T @ output_gradient`` (BLAS), then the
+    step ``weights -= learning_rate * output_gradient @ input.T`` in place, in one pass.
     """
 
     def __init__(self, input_size, output_size, *, dtype=np.float64, rng=None):
@@ -115,13 +114,13 @@ class Dense(Layer):
         x = self._last_input(op)
         w = self.weights
         g = of_shape(output_gradient, (self.output_size, 1), "output_gradient", op, w.dtype)
-        grad_x = np.empty((self.input_size, 1), w.dtype) if need_input_grad else None
-        flat_grad_x = None if grad_x is None else grad_x[:, 0]
-        if w.flags.c_contiguous and w.flags.writeable:  # one pass over the weights
-            gemm.outer_update(g[:, 0], x[:, 0], w, -learning_rate, w, flat_grad_x)
+        grad_x = None
+        if need_input_grad:  # weights.T @ g, before the step
+            grad_x = np.empty((self.input_size, 1), w.dtype)
+            np.dot(g[:, 0], w, out=grad_x[:, 0])
+        if w.flags.c_contiguous and w.flags.writeable:  # the step in place, in one pass
+            gemm.outer_update(g[:, 0], x[:, 0], w, -learning_rate)
         else:
-            if need_input_grad:
-                np.dot(g[:, 0], w, out=flat_grad_x)  # weights.T @ g, before the step
             w -= learning_rate * (g @ x.T)
         self.bias -= learning_rate * g
         return grad_x

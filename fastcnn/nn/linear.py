@@ -25,8 +25,8 @@ class Linear(Module):
     Shapes: input (..., in_features), including one sample (in_features,); output
     (..., out_features). Parameters ``weight`` (out_features, in_features), ``bias``
     (out_features,). One row (a sample, or a batch of one) takes a matrix-vector path:
-    BLAS ``dot`` forward; backward, the outer product added to the weight gradient in the
-    same pass over the weights as the input gradient.
+    BLAS ``dot`` forward and for the input gradient; the weight gradient an outer
+    product added straight into ``weight.grad``.
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
@@ -91,17 +91,15 @@ class Linear(Module):
         return grad_x.reshape(x.shape)
 
     def _backward_row(self, x, grad_out, need_input_grad):
-        """Backward of one row in one pass over the weights: the weight gradient an outer
-        product added in place (not a (n, 1) x (1, m) GEMM), beside the input gradient
-        ``grad_out @ weight``."""
+        """Backward of one row: the input gradient ``grad_out @ weight`` a BLAS
+        matrix-vector product, the weight gradient an outer product added in place (not a
+        (n, 1) x (1, m) GEMM)."""
         g, xv = grad_out.reshape(-1), x.reshape(-1)
-        grad_x = np.empty(x.shape, x.dtype) if need_input_grad else None
-        flat_grad_x = None if grad_x is None else grad_x.reshape(-1)
-        self._add_weight_grad(
-            lambda into, add: gemm.outer_update(
-                g, xv, into, 1.0, self.weight.data, flat_grad_x, accumulate=add
-            )
-        )
+        grad_x = None
+        if need_input_grad:
+            grad_x = np.empty(x.shape, x.dtype)
+            np.dot(g, self.weight.data, out=grad_x.reshape(-1))
+        self._add_weight_grad(lambda into, add: gemm.outer_update(g, xv, into, 1.0, add))
         if self.bias is not None:
             self.bias.add_grad(g)
         return grad_x
