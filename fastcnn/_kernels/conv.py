@@ -45,8 +45,8 @@ def _rows(name: str, parts: int, size: int, dtype) -> np.ndarray:
 
 
 # A layer calls an op with the same geometry every step: what a kernel needs besides the
-# data (offset tables, block sizes, scratch sizes) is worked out once per geometry, dtype
-# and part count by the ``_*_layout`` functions below and kept.
+# data (offset tables, block sizes) is worked out once per geometry and dtype by the
+# ``_*_layout`` functions below, and kept.
 _layout = functools.lru_cache(maxsize=256)
 
 
