@@ -10,9 +10,10 @@
   of ``b`` (12 accumulators, the 3 of ``b`` and one of ``a`` in registers: 16, AVX2's
   count), per step 7 vector loads and 12 multiply-adds, then each accumulator's lanes are
   summed. No transposed copy of the weight is needed.
-- :func:`outer_update`, ``c (M, N) += s * g (M,) x (N,)`` and ``g @ w`` beside it: the
-  backward of a dense layer on one sample, row by row in one pass over the weights,
-  where a (M, 1) x (1, N) :func:`product` would stream ``c`` once per block of columns.
+- :func:`outer_update`, ``c (M, N) += s * g (M,) x (N,)``: the weight gradient (or, in
+  :mod:`fastcnn.compat`, the step) of a dense layer on one sample, row by row in one pass
+  over ``c``, where a (M, 1) x (1, N) :func:`product` would stream ``c`` once per block
+  of columns.
 
 Each output element is one sum in a fixed order, and big products are split over
 threads by blocks of columns of ``c`` (:mod:`fastcnn._threads`), each part owning its
