@@ -93,10 +93,10 @@ def _conv_direct(dtype, paired=True):
 def _direct_grad_inputs(dtype, paired=True):
     """The direct input gradient's blockings: input channels that fit one vector (blocks
     of two taps; if ``paired``) and more."""
-    from fastcnn._kernels.geometry import lanes
+    from fastcnn._kernels.conv import paired_channels
 
-    one_vector = lanes(dtype)
-    for c in (one_vector, one_vector + 1) if paired else (one_vector + 1,):
+    most = paired_channels(dtype)
+    for c in (most, most + 1) if paired else (most + 1,):
         _conv(dtype, c=c, k=32, kernel=3, padding=1, ops=("grad_input",))
 
 

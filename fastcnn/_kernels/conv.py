@@ -168,12 +168,17 @@ def _direct_grad_weight(x, grad_out, g, out):
     out.reshape(g.k, taps)[...] = total[:, : g.k].T
 
 
+def paired_channels(dtype) -> int:
+    """The most input channels for which the direct input gradient takes blocks of two
+    taps instead of two vectors of channels (at least half of which would be padding):
+    the channels of one vector."""
+    return lanes(dtype)
+
+
 @_layout
 def _direct_grad_input_layout(g, dtype):
-    """(paired, channels per block, tap offsets, pixel offsets, channel table). Channels
-    that fit one vector take blocks of two taps, not of two vectors of channels (at least
-    half of which would be padding)."""
-    paired = g.c <= lanes(dtype)
+    """(paired, channels per block, tap offsets, pixel offsets, channel table)."""
+    paired = g.c <= paired_channels(dtype)
     cp = lanes(dtype) if paired else padded_channels(g.c, dtype)
     hp, wp = g.h + 2 * g.ph, g.w + 2 * g.pw
     toff = tap_offsets(1, g.kh, g.kw, hp, wp, g.dh, g.dw)
