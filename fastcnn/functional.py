@@ -157,12 +157,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     grad_out = _c(grad_out)
     indices = _c(indices, np.int64)
     grad_x = np.empty((n, c, h, w), grad_out.dtype)
-    per_plane = grad_out.shape[2] * grad_out.shape[3]
-    pool.max_pool_backward(
-        grad_out.reshape(n * c, per_plane),
-        indices.reshape(n * c, per_plane),
-        grad_x.reshape(n * c, h * w),
-    )
+    pool.max_pool_backward(grad_out, indices, grad_x)
     return grad_x
 
 

@@ -1,4 +1,5 @@
-"""Max-pooling with int64 indices, and its backward, over ``(planes, H, W)`` arrays.
+"""Max-pooling with int64 indices, and its backward, plane by plane: the forwards take
+``(planes, H, W)`` arrays, the backward NCHW ones.
 
 Every kernel runs over a range of the N*C planes (big inputs split over threads,
 :mod:`fastcnn._threads`): a plane's outputs (and, backward, its whole input gradient,
@@ -144,12 +145,15 @@ def _window_maxima(xf, yf, jf, top, out, row, w, j0, n, k0, k1, tags, vec):
 
 
 def max_pool_backward(grad_out, indices, grad_x):
-    """grad_x[p, indices[p, k]] += grad_out[p, k]; the rest of grad_x is zero.
-
-    grad_out, indices: (P, OH*OW); grad_x: (P, H*W). Windows may overlap (several k
-    pointing at one element): a plane belongs to one part, so its sums are serial.
-    """
-    _over_planes(_max_pool_backward, grad_x, grad_out, indices, grad_x.dtype.type(0))
+    """grad_x[n, c].flat[indices[n, c, i, j]] += grad_out[n, c, i, j]; the rest of grad_x
+    is zero. grad_out, indices: (N, C, OH, OW); grad_x: (N, C, H, W). Windows may overlap
+    (several outputs pointing at one element): a plane belongs to one part, so its sums
+    are serial."""
+    n, c, h, w = grad_x.shape
+    planes, per_plane = n * c, grad_out.shape[2] * grad_out.shape[3]
+    _over_planes(_max_pool_backward, grad_x.reshape(planes, h * w),
+                 grad_out.reshape(planes, per_plane), indices.reshape(planes, per_plane),
+                 grad_x.dtype.type(0))  # fmt: skip
 
 
 @jit()

@@ -181,7 +181,8 @@ class Module:
         return self._backward_maybe_unbatched(grad_out, need_input_grad)
 
     def _refuse_backward(self, grad_out, learning_rate) -> None:
-        """Raise the error for a ``backward`` call that cannot run (kept out of its path)."""
+        """Raise the error of a ``backward`` call that cannot run, if this one cannot (an
+        ndarray subclass can); kept out of ``backward``'s own path."""
         op = type(self).__name__
         if learning_rate is not None:
             raise TypeError(

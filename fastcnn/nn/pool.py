@@ -59,14 +59,8 @@ class MaxPool2d(Module):
         if grad_out.dtype != dtype or not (flags.c_contiguous and flags.writeable):
             return F.max_pool2d_backward(grad_out, indices, input_shape)  # checks, converts
         # The indices are the forward's own, in range by construction: no scan over them.
-        n, c, h, w = input_shape
-        planes, per_plane = n * c, indices.shape[2] * indices.shape[3]
         grad_x = np.empty(input_shape, grad_out.dtype)
-        pool.max_pool_backward(
-            grad_out.reshape(planes, per_plane),
-            indices.reshape(planes, per_plane),
-            grad_x.reshape(planes, h * w),
-        )
+        pool.max_pool_backward(grad_out, indices, grad_x)
         return grad_x
 
     def extra_repr(self) -> str:
