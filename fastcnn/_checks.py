@@ -190,6 +190,13 @@ def vector(v, name: str, op: str, length: int) -> np.ndarray | None:
     return v
 
 
+def _largest_unsigned(indices: np.ndarray) -> int:
+    """The largest of the integer array ``indices`` read as unsigned integers of their own
+    size and byte order: one reduction in which a negative index counts as larger than
+    any valid one."""
+    return int(indices.view(indices.dtype.str.replace("i", "u")).max())
+
+
 def _out_size(size, kernel, stride, pad, dilation) -> int:
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -338,9 +345,8 @@ def max_pool2d_backward_args(grad_out, indices, input_shape) -> tuple[int, ...]:
             f"{op}: input_shape {input_shape} does not match grad_out {grad_out.shape} "
             "in batch and channels"
         )
-    # One pass over the indices: read as unsigned, a negative index is larger than any
-    # valid one. The exact range is computed only for the message.
-    if indices.size and int(indices.view(f"u{indices.itemsize}").max()) >= h * w:
+    # The exact range is computed only for the message.
+    if indices.size and _largest_unsigned(indices) >= h * w:
         lo, hi = int(indices.min()), int(indices.max())
         raise ValueError(
             f"{op}: indices must lie in [0, {h * w}) for input planes of {h}x{w}, "
@@ -454,8 +460,7 @@ def cross_entropy_args(logits, targets) -> None:
         raise ValueError(f"{op}: targets must have shape ({n},), got {targets.shape}")
     if n == 0 or c == 0:
         raise ValueError(f"{op}: logits must have at least one row and one class, got {(n, c)}")
-    # One reduction: seen as unsigned, a negative index is larger than any class count.
-    if int(targets.view(targets.dtype.str.replace("i", "u")).max()) >= c:
+    if _largest_unsigned(targets) >= c:
         lo, hi = int(targets.min()), int(targets.max())
         raise ValueError(
             f"{op}: targets must be class indices in [0, {c}), got values in [{lo}, {hi}]"

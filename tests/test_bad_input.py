@@ -420,6 +420,11 @@ CATALOGUE = [
         OP.max_pool2d_backward(P, ints(0, -1, 4, 5).reshape(1, 1, 2, 2), (1, 1, 4, 4)),
         V, "max_pool2d_backward: indices must lie in [0, 16) for input planes of 4x4, got "
            "values in [-1, 5]"),
+    bad("max_pool2d_backward-index-negative-big-endian",
+        OP.max_pool2d_backward(P, ints(0, -1, 4, 5).reshape(1, 1, 2, 2).astype(">i4"),
+                               (1, 1, 4, 4)),
+        V, "max_pool2d_backward: indices must lie in [0, 16) for input planes of 4x4, got "
+           "values in [-1, 5]"),
     bad("max_pool2d_backward-indices-float", OP.max_pool2d_backward(P, a(1, 1, 2, 2), (1, 1, 4, 4)),
         T, "max_pool2d_backward: indices must have an integer dtype, got float32"),
     bad("max_pool2d_backward-indices-bool",

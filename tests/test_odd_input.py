@@ -441,6 +441,17 @@ def test_cross_entropy_takes_targets_of_any_integer_dtype(dtype):
     assert got[0] == want[0] and np.array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", ">i4", ">u2", "<u8"])
+def test_max_pool_backward_takes_indices_of_any_integer_dtype(dtype):
+    """Indices of any integer dtype and byte order give int64's result (as the targets of
+    cross_entropy: the range check reads them in their own size and order)."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y, indices = F.max_pool2d(x, 2)
+    want = F.max_pool2d_backward(y, indices, x.shape)
+    got = F.max_pool2d_backward(y, indices.astype(dtype), x.shape)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_bce_at_exact_zero_and_one_stays_finite():
     probs = np.array([0.0, 1.0, 0.0, 1.0], np.float32)
     targets = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
